@@ -1,0 +1,1 @@
+"""Load benchmark of chatsite (not part of the test suite): run bench/load.py."""

@@ -1,0 +1,100 @@
+"""py-spy around the chatsite phase: where one worker's time goes, by thread kind and function.
+
+py-spy is not a project dependency: ``.venv/bin/pip install py-spy`` to use ``--profile``.
+Samples are taken from the thread holding the GIL only (``--gil``): where Python spends CPU.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+RATE = 250  # samples per second
+THREAD = re.compile(r"thread \(\d+\): ?(.*)")
+FRAME = re.compile(r"(.*) \((.*):\d+\)$")
+
+
+@dataclass
+class Spy:
+    process: subprocess.Popen
+    output: Path
+
+
+def _binary() -> str | None:
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def start(pid: int, workdir: Path) -> Spy | None:
+    binary = _binary()
+    if binary is None:
+        print("--profile: py-spy is not installed (.venv/bin/pip install py-spy)",
+              file=sys.stderr)
+        return None
+    output = workdir / f"py-spy-{pid}.txt"
+    process = subprocess.Popen(
+        [binary, "record", "-p", str(pid), "-r", str(RATE), "-f", "raw", "-o", str(output),
+         "--nonblocking", "--threads", "--gil"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return Spy(process, output)
+
+
+def thread_kind(name: str) -> str:
+    """Group thread names: generation_12 → generation, ThreadPoolExecutor-3_0 → executor."""
+    if name.startswith("ThreadPoolExecutor"):
+        return "sync_to_async executor"
+    return re.sub(r"[_-]?\d+$", "", name) or "?"
+
+
+def finish(spy: Spy) -> dict:
+    """Stop py-spy and summarise its samples."""
+    spy.process.send_signal(signal.SIGINT)
+    try:
+        spy.process.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.process.kill()
+        spy.process.wait(5)
+    if not spy.output.exists():
+        return {"error": "py-spy wrote nothing (ptrace not permitted?)"}
+    by_thread: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in spy.output.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        thread = THREAD.match(frames[0])
+        if thread:
+            by_thread[thread_kind(thread.group(1))] += count
+            frames = frames[1:]
+        names = []
+        for frame in frames:
+            match = FRAME.match(frame)
+            names.append(f"{match.group(1)} ({match.group(2)})" if match else frame)
+        if names:
+            own[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+
+    def share(counter: Counter[str], n: int) -> list[list]:
+        return [[name, round(100 * c / max(total, 1), 1)] for name, c in counter.most_common(n)]
+
+    return {
+        "samples": total,
+        "rate": RATE,
+        "raw": str(spy.output),
+        "by_thread_pct": share(by_thread, 12),
+        "self_pct": share(own, 30),
+        "inclusive_pct": share(inclusive, 60),
+    }

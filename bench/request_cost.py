@@ -1,0 +1,114 @@
+"""What one request of each kind costs the server, one request at a time.
+
+    .venv/bin/python bench/request_cost.py [--database-url URL] [--settings MODULE] [-n 200]
+
+Measured as the server process's own CPU time (user + system, from /proc) over ``-n`` sequential
+requests, which other work on the machine barely changes, and wall time per request. Kinds:
+``/healthz`` (a bare view and one query), the chat page, opening the event stream of a reply
+that is still being written (until its first bytes), the stream of a finished reply (to its
+``done`` event), and a whole exchange: the htmx POST of a message and its one-token reply read
+to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import environment, load  # noqa: E402
+from bench.analysis import percentile  # noqa: E402
+from bench.client import fetch, open_stream  # noqa: E402
+
+
+async def measure(run: load.Run, n: int) -> dict:
+    browser = await load.login(run.port, run.password, run.key_id)
+    run.scenario(tokens=["Hi"])
+    conversation = await load.create_conversation(browser, 0)
+    page = await fetch(load.HOST, run.port, "GET", f"/c/{conversation}/",
+                       headers=browser.headers())
+    finished = max(int(m) for m in re.findall(r'id="message-(\d+)"', page.body.decode()))
+    run.scenario(tokens=["never"], first_token_delay=3600)
+    waiting = await browser.send(conversation, "wait")
+    run.scenario(tokens=["Hi"])
+
+    async def healthz() -> None:
+        await fetch(load.HOST, run.port, "GET", "/healthz", headers=load.PROXY_HEADERS)
+
+    async def chat_page() -> None:
+        await fetch(load.HOST, run.port, "GET", f"/c/{conversation}/", headers=browser.headers())
+
+    async def open_live_stream() -> None:
+        stream = await open_stream(load.HOST, run.port, "GET", waiting,
+                                   headers=browser.headers())
+        stream.close()
+
+    async def finished_stream() -> None:
+        await browser.read_to_end(f"/m/{finished}/stream", timeout=30)
+
+    async def exchange() -> None:
+        path = await browser.send(conversation, "hello")
+        await browser.read_to_end(html.unescape(path), timeout=30)
+
+    results = {}
+    for name, one in (("healthz", healthz), ("chat page", chat_page),
+                      ("open a live stream", open_live_stream),
+                      ("stream of a finished reply", finished_stream),
+                      ("POST + 1-token reply streamed", exchange)):
+        for _ in range(5):  # warm-up
+            await one()
+        walls = []
+        cpu = sum(environment.cpu_seconds(pid) for pid in run.server.pids())
+        for _ in range(n):
+            started = time.perf_counter()
+            await one()
+            walls.append(time.perf_counter() - started)
+        await asyncio.sleep(0.5)  # let background work of the last request (flushes) land
+        cpu = sum(environment.cpu_seconds(pid) for pid in run.server.pids()) - cpu
+        results[name] = {
+            "server_cpu_ms": round(cpu / n * 1000, 2),
+            "wall_ms_p50": round(percentile(walls, 50) * 1000, 2),
+            "wall_ms_p95": round(percentile(walls, 95) * 1000, 2),
+        }
+        print(f"{name:32} server CPU {results[name]['server_cpu_ms']:7.2f} ms/request   "
+              f"wall p50 {results[name]['wall_ms_p50']:7.2f} ms  p95 "
+              f"{results[name]['wall_ms_p95']:7.2f} ms", flush=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=200, help="requests of each kind (200)")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--settings", default="chatsite.settings")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    options = parser.parse_args()
+    args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings]
+                           + (["--database-url", options.database_url]
+                              if options.database_url else []))
+    load.raise_file_limit()
+    run = load.Run(args)
+    try:
+        run.start()
+        print(f"{run.database.kind}, {options.settings}, sum(range(1000)) "
+              f"{load.python_speed_us()} us", flush=True)
+        results = asyncio.run(asyncio.wait_for(measure(run, options.n), 900))
+    finally:
+        run.stop()
+    if options.out:
+        options.out.write_text(json.dumps({
+            "database": run.database.kind, "settings": options.settings, "n": options.n,
+            "results": results,
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Settings for chatsite, read from environment variables.
+
+Two modes:
+
+- the embedded default (``DJANGO_DEBUG`` unset or true): SQLite in the data directory, one process,
+  and the Django secret key and the encryption key kept in files created there on first run;
+- production (``DJANGO_DEBUG=false``): every required setting must come from the environment, and a
+  missing one stops start-up with ``ImproperlyConfigured``.
+
+Every variable is documented in the README and ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    if value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def env_optional_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return env_int(name, 0) if value else None
+
+
+def require(name: str, why: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is required when DJANGO_DEBUG is false ({why}). See .env.example."
+        )
+    return value
+
+
+def local_secret(path: Path, make: callable, what: str, warning: str = "") -> str:
+    """Return the secret stored at ``path``, creating it (owner-only) on first run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(make() + "\n")
+    print(f"chatsite: created {what} in {path} (readable by this user only). {warning}",
+          file=sys.stderr)
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+DATA_DIR = Path(os.environ.get("CHATSITE_DATA_DIR", "") or BASE_DIR / "var").resolve()
+(DATA_DIR / "static").mkdir(parents=True, exist_ok=True)
+
+if DEBUG:
+    SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or local_secret(
+        DATA_DIR / "secret_key", get_random_secret_key, "the Django secret key"
+    )
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS") or ["localhost", "127.0.0.1", "[::1]"]
+    CHATSITE_ENCRYPTION_KEYS = env_list("CHATSITE_ENCRYPTION_KEYS") or [
+        local_secret(
+            DATA_DIR / "encryption.key",
+            lambda: Fernet.generate_key().decode(),
+            "the encryption key for stored API keys",
+            "BACK IT UP with the database: without it the stored API keys cannot be decrypted.",
+        )
+    ]
+else:
+    SECRET_KEY = require("DJANGO_SECRET_KEY", "it signs sessions and CSRF tokens")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS") or [
+        require("DJANGO_ALLOWED_HOSTS", "the host names this site answers to")
+    ]
+    CHATSITE_ENCRYPTION_KEYS = env_list("CHATSITE_ENCRYPTION_KEYS") or [
+        require("CHATSITE_ENCRYPTION_KEYS", "it encrypts the stored API keys")
+    ]
+
+for _key in CHATSITE_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "CHATSITE_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe "
+            "base64-encoded bytes). Make one with: python -c 'from cryptography.fernet import "
+            "Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "axes",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "conversations.audit.actor_middleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "conversations.middleware.first_run_middleware",
+    "conversations.middleware.content_security_policy_middleware",
+    # Last, as django-axes requires: it answers locked-out logins.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = "chatsite.wsgi.application"
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Generation threads write while requests read: WAL, a busy timeout and immediate
+    # transactions keep SQLite from answering "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int(
+    "CHATSITE_DB_POOL_SIZE", 10
+):
+    # A pool per process: replies and streams open many short-lived connections.
+    # Opened up front: growing a pool one connection at a time under a burst of requests
+    # delays every request behind it.
+    _pool_size = env_int("CHATSITE_DB_POOL_SIZE", 10)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": _pool_size,
+        "max_size": _pool_size,
+        "timeout": 20,
+    }
+
+# Test databases: one per test process, so concurrent runs on one machine do not collide; for
+# SQLite a file, not memory, since the test server and generation threads open their own
+# connections.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "conversations:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English"))]
+TIME_ZONE = os.environ.get("TZ", "UTC") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Served by WhiteNoise from the app directories, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+
+# Redis, when set, carries live reply deltas between worker processes and backs the cache.
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# Namespace of chatsite's Redis keys and channels, for sites sharing one Redis database.
+CHATSITE_REDIS_PREFIX = os.environ.get("CHATSITE_REDIS_PREFIX", "").strip() or "chatsite"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CHATSITE_REDIS_PREFIX,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "chatsite",
+        }
+    }
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Production is served over HTTPS only (behind a TLS-terminating proxy); /healthz stays
+# reachable over plain HTTP for load balancers.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+
+# Login throttling (django-axes): after CHATSITE_LOGIN_FAILURE_LIMIT failed logins for one
+# username from one client address, that pair is locked out for CHATSITE_LOGIN_COOLOFF_MINUTES.
+# The client address is REMOTE_ADDR, which uvicorn sets from X-Forwarded-For when the request
+# comes from a proxy listed in FORWARDED_ALLOW_IPS (default: 127.0.0.1).
+AXES_FAILURE_LIMIT = env_int("CHATSITE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CHATSITE_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# Privacy: admins read conversations in the admin (to help members and look into failed
+# replies) but cannot change or delete them there unless this is true.
+CHATSITE_ADMIN_CAN_EDIT_CONVERSATIONS = env_bool("CHATSITE_ADMIN_CAN_EDIT_CONVERSATIONS", False)
+
+# Site-wide limits for members without their own (admin → User limits); unset means no limit.
+CHATSITE_DEFAULT_MONTHLY_TOKENS = env_optional_int("CHATSITE_DEFAULT_MONTHLY_TOKENS")
+CHATSITE_DEFAULT_REQUESTS_PER_MINUTE = env_optional_int("CHATSITE_DEFAULT_REQUESTS_PER_MINUTE")
+
+# Scripts, styles and images from this site only: model output can never run or fetch anything.
+CHATSITE_CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+# Upstream: how long to wait for a connection, and for each read of the stream.
+CHATSITE_CONNECT_TIMEOUT = float(os.environ.get("CHATSITE_CONNECT_TIMEOUT", "") or 10)
+CHATSITE_READ_TIMEOUT = float(os.environ.get("CHATSITE_READ_TIMEOUT", "") or 120)
+# Models offered when a key's model list cannot be fetched.
+CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
+CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)
+# Streamed text is written to the database at most this often (seconds).
+CHATSITE_FLUSH_INTERVAL = float(os.environ.get("CHATSITE_FLUSH_INTERVAL", "") or 0.25)
+# Replies generated at once by one process; more wait their turn.
+CHATSITE_MAX_GENERATIONS = env_int("CHATSITE_MAX_GENERATIONS", 64)
+# A reply whose process stops renewing its claim for this long is marked interrupted.
+CHATSITE_LEASE_SECONDS = float(os.environ.get("CHATSITE_LEASE_SECONDS", "") or 30)
+# Seconds between keep-alive comments on an idle event stream.
+CHATSITE_KEEPALIVE_SECONDS = float(os.environ.get("CHATSITE_KEEPALIVE_SECONDS", "") or 15)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"mask_secrets": {"()": "conversations.logging.MaskSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["mask_secrets"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("CHATSITE_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Quiet per-request lines; errors still propagate to the root handler.
+        "django.server": {"level": "WARNING"},
+        # Per-chunk debug lines of the stream parser and the Markdown renderer.
+        "sseclient": {"level": "WARNING"},
+        "markdown_it": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,142 @@
+"""The audit log: who changed keys, access or limits, when, and what — never a secret.
+
+Changes are caught with model signals, so the admin, management commands and services are all
+recorded alike; the acting user comes from the request being served (``actor_middleware``), or
+is "system" outside a request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from django.contrib.auth import get_user_model
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+
+from .models import ApiKey, AuditEvent, Team, UserLimit
+
+_actor: contextvars.ContextVar = contextvars.ContextVar("chatsite_audit_actor", default=None)
+
+# Fields of a key whose changes are recorded; the secret is recorded as "replaced", never shown.
+KEY_FIELDS = ("name", "base_url", "organization", "project", "default_model", "allowed_models",
+              "is_active", "everyone")
+
+
+def actor_middleware(get_response):
+    """Remember who is acting for the audit log during the request."""
+
+    def middleware(request):
+        token = _actor.set(request)
+        try:
+            return get_response(request)
+        finally:
+            _actor.reset(token)
+
+    return middleware
+
+
+def _current_actor():
+    request = _actor.get()
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user
+    return None
+
+
+def record(action: str, target: str, details: str = "") -> AuditEvent:
+    actor = _current_actor()
+    return AuditEvent.objects.create(
+        actor=actor, actor_name=actor.get_username() if actor else "system",
+        action=action, target=target[:200], details=details,
+    )
+
+
+def _remember_key(sender, instance: ApiKey, **kwargs) -> None:
+    instance._audit_before = (
+        ApiKey.objects.filter(pk=instance.pk).values(*KEY_FIELDS, "secret_encrypted").first()
+        if instance.pk else None
+    )
+
+
+def _key_saved(sender, instance: ApiKey, created: bool, **kwargs) -> None:
+    target = f"API key {instance.name!r}"
+    if created:
+        record("key created", target, _describe_key(instance))
+        return
+    before = getattr(instance, "_audit_before", None) or {}
+    changes = [
+        f"{name}: {before.get(name)!r} → {getattr(instance, name)!r}"
+        for name in KEY_FIELDS if before.get(name) != getattr(instance, name)
+    ]
+    if before.get("secret_encrypted") != instance.secret_encrypted:
+        changes.append(f"secret replaced (now {instance.secret_hint})")
+    if not changes:
+        return
+    action = "key changed"
+    if before.get("is_active") and not instance.is_active:
+        action = "key deactivated"
+    elif before.get("is_active") is False and instance.is_active:
+        action = "key activated"
+    record(action, target, "; ".join(changes))
+
+
+def _describe_key(key: ApiKey) -> str:
+    return (f"secret {key.secret_hint}; base_url {key.base_url!r}; organization "
+            f"{key.organization!r}; project {key.project!r}; active {key.is_active}; "
+            f"everyone {key.everyone}")
+
+
+def _key_deleted(sender, instance: ApiKey, **kwargs) -> None:
+    record("key deleted", f"API key {instance.name!r}", f"secret {instance.secret_hint}")
+
+
+def _grants_changed(sender, instance, action: str, reverse: bool, model, pk_set, **kwargs) -> None:
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    verb = {"post_add": "granted", "post_remove": "revoked", "post_clear": "all revoked"}[action]
+    if reverse:  # from the team's or user's side
+        keys = ApiKey.objects.filter(pk__in=pk_set or ()).values_list("name", flat=True)
+        record(f"access {verb}", str(instance), "keys: " + ", ".join(sorted(keys)))
+        return
+    names = sorted(str(obj) for obj in model.objects.filter(pk__in=pk_set or ()))
+    record(f"access {verb}", f"API key {instance.name!r}",
+           f"{model._meta.verbose_name_plural}: {', '.join(names) or '-'}")
+
+
+def _membership_changed(sender, instance, action: str, reverse: bool, model, pk_set,
+                        **kwargs) -> None:
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    verb = {"post_add": "added to team", "post_remove": "removed from team",
+            "post_clear": "removed from all teams"}[action]
+    others = sorted(str(obj) for obj in model.objects.filter(pk__in=pk_set or ()))
+    record(f"member {verb}", str(instance), ", ".join(others))
+
+
+def _limit_saved(sender, instance, created: bool, **kwargs) -> None:
+    if isinstance(instance, Team):
+        details = (f"monthly budget {instance.monthly_token_budget}; default key "
+                   f"{instance.default_key}; default model {instance.default_model!r}")
+        record("team settings changed", f"team {instance.group.name!r}", details)
+    else:
+        details = (f"monthly budget {instance.monthly_token_budget}; messages per minute "
+                   f"{instance.requests_per_minute}")
+        record("user limits changed", f"user {instance.user.get_username()!r}", details)
+
+
+def _limit_deleted(sender, instance, **kwargs) -> None:
+    owner = instance.group.name if isinstance(instance, Team) else instance.user.get_username()
+    record("limits removed", str(owner))
+
+
+def connect() -> None:
+    pre_save.connect(_remember_key, sender=ApiKey, dispatch_uid="audit-key-before")
+    post_save.connect(_key_saved, sender=ApiKey, dispatch_uid="audit-key-saved")
+    post_delete.connect(_key_deleted, sender=ApiKey, dispatch_uid="audit-key-deleted")
+    m2m_changed.connect(_grants_changed, sender=ApiKey.teams.through, dispatch_uid="audit-teams")
+    m2m_changed.connect(_grants_changed, sender=ApiKey.users.through, dispatch_uid="audit-users")
+    m2m_changed.connect(_membership_changed, sender=get_user_model().groups.through,
+                        dispatch_uid="audit-membership")
+    for model in (Team, UserLimit):
+        post_save.connect(_limit_saved, sender=model, dispatch_uid=f"audit-{model.__name__}")
+        post_delete.connect(_limit_deleted, sender=model,
+                            dispatch_uid=f"audit-{model.__name__}-deleted")

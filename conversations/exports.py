@@ -1,0 +1,47 @@
+"""A conversation as a file the member can keep: Markdown to read, JSON to process."""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext as _
+
+from .models import Conversation, Message
+
+
+def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    lines = [f"# {conversation}", ""]
+    for message in messages:
+        who = _("You") if message.role == Message.Role.USER else _("Assistant")
+        heading = f"## {who}"
+        if message.role == Message.Role.ASSISTANT and message.model:
+            heading += f" ({message.model})"
+        if message.superseded:
+            heading += " — " + _("earlier version")
+        lines += [heading, "", message.content, ""]
+        if message.is_incomplete:
+            lines += [f"> {message.get_status_display()}: {message.error_message or ''}".rstrip(), ""]
+    return "\n".join(lines)
+
+
+def as_json(conversation: Conversation, messages: list[Message]) -> dict:
+    return {
+        "title": str(conversation),
+        "created_at": conversation.created_at.isoformat(),
+        "messages": [
+            {
+                "role": message.role,
+                "content": message.content,
+                "status": message.status,
+                "finish_reason": message.finish_reason,
+                "model": message.model,
+                "superseded": message.superseded,
+                "created_at": message.created_at.isoformat(),
+                "usage": {
+                    "prompt_tokens": message.prompt_tokens,
+                    "completion_tokens": message.completion_tokens,
+                    "total_tokens": message.total_tokens,
+                    "estimated": message.usage_estimated,
+                },
+            }
+            for message in messages
+        ],
+    }

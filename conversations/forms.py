@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import password_validation
+from django.contrib.auth.forms import UsernameField
+from django.contrib.auth.models import User
+from django.utils.translation import gettext_lazy as _
+
+from . import crypto
+from .models import ApiKey
+from .selectors import ModelGroup
+
+
+class MessageForm(forms.Form):
+    content = forms.CharField(
+        label=_("Message"), max_length=100_000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": _("Ask anything…"),
+                                     "autofocus": True}),
+        error_messages={"required": _("Write a message first.")},
+    )
+    model = forms.ChoiceField(label=_("Model"))
+
+    def __init__(self, *args, groups: list[ModelGroup], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = groups
+        choices = [
+            (group.key.name, [(f"{group.key.pk}:{m}", m) for m in group.models])
+            for group in groups
+        ]
+        self.fields["model"].choices = choices if len(groups) > 1 else (choices[0][1] if choices else [])
+        self.fields["model"].error_messages["invalid_choice"] = _(
+            "That model is not available. Pick one from the list."
+        )
+
+    def clean_model(self) -> tuple[ApiKey, str]:
+        key_id, _sep, model = self.cleaned_data["model"].partition(":")
+        for group in self.groups:
+            if str(group.key.pk) == key_id and model in group.models:
+                return group.key, model
+        raise forms.ValidationError(self.fields["model"].error_messages["invalid_choice"])
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(label=_("Title"), max_length=200)
+
+
+class SetupForm(forms.Form):
+    """The first administrator: a username and a password typed twice."""
+
+    username = UsernameField(label=_("Username"), max_length=150)
+    password1 = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
+    password2 = forms.CharField(label=_("Password again"), widget=forms.PasswordInput, strip=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("password1") and cleaned.get("password1") != cleaned.get("password2"):
+            self.add_error("password2", _("The two passwords differ."))
+        elif cleaned.get("password1"):
+            try:
+                password_validation.validate_password(
+                    cleaned["password1"], User(username=cleaned.get("username", ""))
+                )
+            except forms.ValidationError as error:
+                self.add_error("password1", error)
+        return cleaned
+
+
+class ApiKeyAdminForm(forms.ModelForm):
+    """Admin form for keys: the secret is write-only and never rendered back."""
+
+    secret = forms.CharField(
+        label=_("Secret key"), required=False, strip=True,
+        # "off" is ignored on password fields: browsers would fill in the admin's own password.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_("The API key (sk-…). Stored encrypted and never shown again; "
+                    "leave empty to keep the current one."),
+    )
+
+    base_url = forms.URLField(
+        label=_("Base URL"), assume_scheme="https", initial=ApiKey._meta.get_field("base_url").default,
+        help_text=ApiKey._meta.get_field("base_url").help_text,
+    )
+
+    allowed_models = forms.CharField(
+        label=_("Allowed models"), required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=ApiKey._meta.get_field("allowed_models").help_text + " " + _("One per line."),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "secret", "base_url", "organization", "project", "default_model",
+                  "allowed_models", "is_active", "everyone", "teams", "users"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["allowed_models"] = "\n".join(self.instance.allowed_models or [])
+
+    def clean_allowed_models(self) -> list[str]:
+        lines = self.cleaned_data.get("allowed_models") or ""
+        return list(dict.fromkeys(line.strip() for line in lines.splitlines() if line.strip()))
+
+    def clean_base_url(self) -> str:
+        url = self.cleaned_data["base_url"].strip().rstrip("/")
+        if not url.startswith(("https://", "http://")):
+            raise forms.ValidationError(_("The base URL must start with https:// or http://."))
+        return url
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("secret"):
+            self.add_error("secret", _("Enter the API key."))
+        return cleaned
+
+    def save(self, commit: bool = True) -> ApiKey:
+        key = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            crypto.set_secret(key, self.cleaned_data["secret"])
+        if commit:
+            key.save()
+        return key

@@ -1,0 +1,331 @@
+"""Running replies: one upstream stream per assistant message, apart from any browser.
+
+``start(message_id)`` queues a reply on this process's pool of generation threads. The thread
+claims the message (pending → streaming), streams it from upstream, publishes each piece to the
+broker, and always leaves the message final: complete, error, cancelled or interrupted.
+
+Text reaches the database in batches: one flusher thread writes every live reply's text at most
+every ``CHATSITE_FLUSH_INTERVAL`` seconds and renews its lease. The same write notices a Stop
+asked for by any process (``cancel_requested``). A reply whose process died stops renewing its
+lease; ``services.reply_reap_stale`` then marks it interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import crypto, selectors, upstream
+from . import usage as usage_records
+from .broker import get_broker
+from .models import Message
+
+logger = logging.getLogger(__name__)
+
+
+
+MAX_RETRIES = 2
+RETRY_BASE_SECONDS = 0.5
+MAX_RETRY_AFTER = 20.0  # a longer Retry-After is reported to the member instead of waited out
+
+
+def lease() -> timedelta:
+    """How long a reply stays claimed by its process without a renewal."""
+    return timedelta(seconds=settings.CHATSITE_LEASE_SECONDS)
+
+
+def lease_renew_seconds() -> float:
+    return settings.CHATSITE_LEASE_SECONDS / 6
+
+
+class Reply:
+    """The live state of one reply in this process."""
+
+    def __init__(self, message_id: int) -> None:
+        self.message_id = message_id
+        self.lock = threading.Lock()
+        self.parts: list[str] = []
+        self.dirty = False
+        self.final = False
+        self.cancelled = threading.Event()
+        self.stream: upstream.ChatStream | None = None
+        self.lease_renewed = time.monotonic()
+        self.upstream_called = False  # whether any token may have been billed
+        self.prompt_estimate = 0
+
+    def append(self, text: str) -> None:
+        with self.lock:
+            self.parts.append(text)
+            self.dirty = True
+
+    def has_text(self) -> bool:
+        with self.lock:
+            return bool(self.parts)
+
+    def text(self) -> str:
+        with self.lock:
+            joined = "".join(self.parts)
+            self.parts = [joined] if joined else []
+            return joined
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        stream = self.stream
+        if stream is not None:
+            stream.close()
+
+
+_replies: dict[int, Reply] = {}
+_replies_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_flusher: threading.Thread | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor, _flusher
+    with _replies_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=settings.CHATSITE_MAX_GENERATIONS, thread_name_prefix="generation"
+            )
+        if _flusher is None or not _flusher.is_alive():
+            _flusher = threading.Thread(target=_flush_forever, name="reply-flusher", daemon=True)
+            _flusher.start()
+        return _executor
+
+
+def start(message_id: int) -> None:
+    """Queue the reply ``message_id`` (a pending assistant message) for generation."""
+    reply = Reply(message_id)
+    with _replies_lock:
+        if message_id in _replies:
+            return
+        _replies[message_id] = reply
+    get_broker().open(message_id)
+    _pool().submit(_run, reply)
+
+
+def cancel_local(message_id: int) -> bool:
+    """Stop the reply if this process generates it; return whether it did."""
+    with _replies_lock:
+        reply = _replies.get(message_id)
+    if reply is None:
+        return False
+    reply.cancel()
+    return True
+
+
+def _run(reply: Reply) -> None:
+    close_old_connections()
+    try:
+        _generate(reply)
+    except Exception:
+        logger.exception("Reply %s failed unexpectedly", reply.message_id)
+        _finish(reply, Message.Status.ERROR, error={
+            "error_message": _("Something went wrong on this server while writing the reply. "
+                               "Retry, or ask an administrator to look at the logs."),
+            "error_type": "internal",
+        })
+    finally:
+        with _replies_lock:
+            _replies.pop(reply.message_id, None)
+        get_broker().close(reply.message_id)
+        connection.close()
+
+
+def _generate(reply: Reply) -> None:
+    claimed = Message.objects.filter(
+        pk=reply.message_id, status=Message.Status.PENDING, cancel_requested=False
+    ).update(status=Message.Status.STREAMING, lease_expires_at=timezone.now() + lease())
+    message = Message.objects.select_related("conversation", "api_key").get(pk=reply.message_id)
+    if not claimed:
+        if message.status == Message.Status.PENDING:  # Stop came before the first byte
+            _finish(reply, Message.Status.CANCELLED)
+        return
+    key = message.api_key
+    if key is None or not key.is_active:
+        _finish(reply, Message.Status.ERROR, error={
+            "error_message": _("No active API key is set up for this chat. Ask an administrator "
+                               "to add one, then retry."),
+            "error_type": "no_key",
+        })
+        return
+    try:
+        credentials = upstream.Credentials(
+            base_url=key.base_url, secret=crypto.api_key_secret(key),
+            organization=key.organization, project=key.project, key_name=key.name,
+        )
+    except crypto.DecryptionError as exc:
+        logger.error("API key %r (id %s) cannot be decrypted: %s", key.name, key.pk, exc)
+        _finish(reply, Message.Status.ERROR, error={
+            "error_message": _("The API key for this chat cannot be unlocked on this server. "
+                               "Ask an administrator to check the encryption key."),
+            "error_type": "decryption",
+        })
+        return
+    type(key).objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    _stream(reply, credentials, message)
+
+
+def retry_delay(error: upstream.UpstreamError, attempt: int) -> float | None:
+    """Return how long to wait before retrying after ``error``, or None not to retry.
+
+    Only failures before the first token are retried (the caller checks that): connection
+    errors, timeouts, 5xx and rate limits, at most ``MAX_RETRIES`` times, honouring
+    ``Retry-After``. A used-up quota is never retried: waiting does not refill it.
+    """
+    if not error.retryable or attempt >= MAX_RETRIES:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= MAX_RETRY_AFTER else None
+    return RETRY_BASE_SECONDS * (2**attempt) * random.uniform(0.8, 1.2)
+
+
+def _stream(reply: Reply, credentials: upstream.Credentials, message: Message) -> None:
+    context = selectors.context_for(message)
+    reply.prompt_estimate = usage_records.estimate_prompt_tokens(context)
+    # A reply can stream for minutes: hold no database connection meanwhile (the flusher
+    # writes the text; _finish opens a connection again).
+    connection.close()
+    finish_reason = ""
+    usage: upstream.Usage | None = None
+    attempt = 0
+    while True:
+        stream = upstream.ChatStream(credentials, model=message.model, messages=context)
+        reply.stream = stream
+        if reply.cancelled.is_set():
+            _finish(reply, Message.Status.CANCELLED)
+            return
+        reply.upstream_called = True
+        try:
+            for event in stream:
+                if isinstance(event, upstream.TextDelta):
+                    reply.append(event.text)
+                    get_broker().publish(reply.message_id, event.text)
+                elif isinstance(event, upstream.Finish):
+                    finish_reason = event.reason
+                elif isinstance(event, upstream.Usage):
+                    usage = event
+                if reply.cancelled.is_set():
+                    break
+            break
+        except upstream.UpstreamError as exc:
+            if reply.cancelled.is_set():
+                break
+            delay = None if reply.has_text() else retry_delay(exc, attempt)
+            logger.warning(
+                "Upstream error on reply %s with API key %r (id %s), attempt %s: %s; %s%s",
+                reply.message_id, credentials.key_name, message.api_key_id, attempt + 1, exc,
+                exc.detail, f"; retrying in {delay:.1f}s" if delay is not None else "",
+            )
+            if delay is not None:
+                attempt += 1
+                if reply.cancelled.wait(delay):
+                    break
+                continue
+            _finish(reply, Message.Status.ERROR, finish_reason=finish_reason, usage=usage, error={
+                "error_message": exc.message,
+                "error_detail": exc.detail,
+                "error_status": exc.status,
+                "error_type": exc.kind,
+                "error_code": exc.code or exc.error_type,
+            })
+            return
+        finally:
+            stream.close()
+    status = Message.Status.CANCELLED if reply.cancelled.is_set() else Message.Status.COMPLETE
+    _finish(reply, status, finish_reason=finish_reason, usage=usage)
+
+
+def _finish(
+    reply: Reply, status: str, *, finish_reason: str = "",
+    usage: upstream.Usage | None = None, error: dict | None = None,
+) -> None:
+    """Write the reply's final state and account its tokens, once."""
+    with reply.lock:
+        reply.final = True
+    fields = {
+        "status": status,
+        "content": reply.text(),
+        "finish_reason": finish_reason,
+        "finished_at": timezone.now(),
+        "updated_at": timezone.now(),
+        "lease_expires_at": None,
+        **(error or {}),
+    }
+    if usage is not None:
+        fields.update(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+    with transaction.atomic():
+        finished = Message.objects.filter(
+            pk=reply.message_id, status__in=Message.UNFINISHED
+        ).update(**fields)
+        if finished and reply.upstream_called:
+            message = Message.objects.select_related("conversation", "api_key").get(
+                pk=reply.message_id
+            )
+            usage_records.record(message, reply.prompt_estimate)
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(settings.CHATSITE_FLUSH_INTERVAL)
+        try:
+            if live_replies():
+                flush()
+            else:
+                connection.close()  # idle: hold no database connection
+        except Exception:
+            logger.exception("Flushing streamed replies failed; retrying")
+            connection.close()
+
+
+def flush() -> None:
+    """Write the text of every live reply that changed, renew leases, and notice Stops."""
+    with _replies_lock:
+        replies = list(_replies.values())
+    now = time.monotonic()
+    stopped: list[Reply] = []
+    with transaction.atomic():
+        for reply in replies:
+            with reply.lock:
+                if reply.final or not (reply.dirty or now - reply.lease_renewed >= lease_renew_seconds()):
+                    continue
+                reply.dirty = False
+            reply.lease_renewed = now
+            updated = Message.objects.filter(
+                pk=reply.message_id, status__in=Message.UNFINISHED, cancel_requested=False
+            ).update(content=reply.text(), lease_expires_at=timezone.now() + lease())
+            if not updated and not reply.final:
+                stopped.append(reply)
+    for reply in stopped:
+        if Message.objects.filter(pk=reply.message_id, cancel_requested=True).exists():
+            reply.cancel()
+
+
+def live_replies() -> list[int]:
+    """Return the ids of the replies this process is generating or has queued."""
+    with _replies_lock:
+        return list(_replies)
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until this process generates no reply; return whether it got there in time."""
+    deadline = time.monotonic() + timeout
+    while live_replies():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

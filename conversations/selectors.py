@@ -1,0 +1,130 @@
+"""Reads: what pages, streams and generation need from the database and the upstream's lists."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.shortcuts import get_object_or_404
+
+from . import crypto, upstream
+from .models import ApiKey, Conversation, Message, Team
+
+logger = logging.getLogger(__name__)
+
+# Model ids a chat cannot use (embeddings, speech, images, moderation, legacy completions).
+NON_CHAT_MARKERS = (
+    "embedding", "whisper", "tts", "dall-e", "moderation", "davinci", "babbage",
+    "transcribe", "image", "search",
+)
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    key: ApiKey
+    models: list[str]
+    listed: bool  # False: the upstream's list could not be fetched; these are fallbacks
+
+
+def conversation_list(*, user) -> list[Conversation]:
+    return list(Conversation.objects.owned_by(user).only("id", "title", "updated_at"))
+
+
+def conversation_get(*, user, pk: int) -> Conversation:
+    """Return the user's conversation ``pk``; another user's is a 404."""
+    return get_object_or_404(Conversation.objects.select_related("api_key"), pk=pk, owner=user)
+
+
+def message_get(*, user, pk: int) -> Message:
+    """Return message ``pk`` of one of the user's conversations; another user's is a 404."""
+    return get_object_or_404(
+        Message.objects.select_related("conversation"), pk=pk, conversation__owner=user
+    )
+
+
+def message_list(*, conversation: Conversation) -> list[Message]:
+    return list(Message.objects.for_conversation(conversation))
+
+
+def context_for(message: Message) -> list[dict]:
+    """Return the chat messages sent upstream to generate ``message``."""
+    conversation = message.conversation
+    earlier = (
+        Message.objects.for_conversation(conversation)
+        .filter(id__lt=message.id, superseded=False)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .values_list("role", "content")
+    )
+    context = []
+    if conversation.system_prompt:
+        context.append({"role": "system", "content": conversation.system_prompt})
+    context.extend({"role": role, "content": content} for role, content in earlier)
+    return context
+
+
+def is_chat_model(model_id: str) -> bool:
+    lowered = model_id.lower()
+    return not any(marker in lowered for marker in NON_CHAT_MARKERS)
+
+
+def models_for_key(key: ApiKey) -> ModelGroup:
+    """Return the chat models ``key`` offers (its allow-list, if set), from a cache of the
+    upstream's list."""
+    cache_key = f"chatsite:models:{key.pk}:{key.updated_at.timestamp()}"
+    cached = cache.get(cache_key)
+    if cached is None:
+        try:
+            credentials = upstream.Credentials(
+                base_url=key.base_url, secret=crypto.api_key_secret(key),
+                organization=key.organization, project=key.project, key_name=key.name,
+            )
+            models = [m for m in upstream.list_models(credentials) if is_chat_model(m)]
+            cached = (models, True) if models else ([], False)
+            timeout = settings.CHATSITE_MODELS_CACHE_SECONDS
+        except (upstream.UpstreamError, crypto.DecryptionError) as exc:
+            logger.warning("Listing models for API key %r (id %s) failed: %s", key.name, key.pk, exc)
+            cached = ([], False)
+            timeout = 60  # ask again soon
+        cache.set(cache_key, cached, timeout)
+    models, listed = cached
+    if key.allowed_models:
+        allowed = list(key.allowed_models)
+        return ModelGroup(key=key, models=[m for m in models if m in allowed] if listed else allowed,
+                          listed=listed)
+    if not listed:
+        models = list(dict.fromkeys(
+            [m for m in [key.default_model] if m] + list(settings.CHATSITE_FALLBACK_MODELS)
+        ))
+    return ModelGroup(key=key, models=models, listed=listed)
+
+
+def model_groups(*, user) -> list[ModelGroup]:
+    """Return, per key the user may use, the models they may pick."""
+    groups = [models_for_key(key) for key in ApiKey.objects.usable_by(user)]
+    return [group for group in groups if group.models]
+
+
+def may_use(*, user, key: ApiKey | None, model: str) -> bool:
+    """Return whether ``user`` may chat with ``model`` through ``key`` right now."""
+    if key is None or not ApiKey.objects.usable_by(user).filter(pk=key.pk).exists():
+        return False
+    return not key.allowed_models or model in key.allowed_models
+
+
+def team_for(*, user, key: ApiKey) -> Group | None:
+    """Return the team whose grant lets ``user`` use ``key`` (charged with the usage), if any."""
+    return key.teams.filter(user=user).order_by("name").first()
+
+
+def default_choice(*, user) -> tuple[int, str] | None:
+    """Return the (key id, model) of the user's first team that has a default, if any."""
+    team = (
+        Team.objects.filter(group__user=user, default_key__isnull=False)
+        .select_related("default_key").order_by("group__name").first()
+    )
+    if team is None:
+        return None
+    return team.default_key_id, team.default_model or team.default_key.default_model

@@ -1,0 +1,198 @@
+"""Writes: every change to keys, conversations and messages goes through these functions.
+
+Views, admin actions and management commands call them alike; keyword-only arguments.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import Truncator
+from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
+
+from . import audit, crypto, generation, limits, selectors
+from .models import ApiKey, Conversation, Message
+
+TITLE_LENGTH = 60
+MAX_MESSAGE_LENGTH = 100_000
+
+
+@sensitive_variables("secret")
+def api_key_create(
+    *, name: str, secret: str, base_url: str = "", organization: str = "", project: str = "",
+    default_model: str = "", is_active: bool = True, everyone: bool = False,
+) -> ApiKey:
+    key = ApiKey(
+        name=name, organization=organization.strip(), project=project.strip(),
+        default_model=default_model.strip(), is_active=is_active, everyone=everyone,
+    )
+    if base_url:
+        key.base_url = base_url.strip()
+    crypto.set_secret(key, secret)
+    key.full_clean()
+    key.save()
+    return key
+
+
+@transaction.atomic
+def api_keys_reencrypt() -> int:
+    """Re-encrypt every stored secret under the first encryption key; return how many.
+
+    All or nothing: if any secret cannot be decrypted with the configured keys, nothing changes
+    and ``crypto.DecryptionError`` says so.
+    """
+    keys = list(ApiKey.objects.select_for_update().order_by("pk"))
+    for key in keys:
+        key.secret_encrypted = crypto.rotate(key.secret_encrypted)
+    ApiKey.objects.bulk_update(keys, ["secret_encrypted"])
+    audit.record("encryption key rotated", f"{len(keys)} API key(s)",
+                 "re-encrypted under the first key of CHATSITE_ENCRYPTION_KEYS")
+    return len(keys)
+
+
+def administrator_create(*, username: str, password: str):
+    """Create the first superuser; fail if any user exists already."""
+    User = get_user_model()
+    with transaction.atomic():
+        if User.objects.exists():
+            raise ValidationError(_("An administrator exists already."))
+        return User.objects.create_superuser(username=username, password=password)
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    conversation.title = title.strip()[:200]
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    for message_id in conversation.messages.filter(
+        status__in=Message.UNFINISHED
+    ).values_list("id", flat=True):
+        reply_stop(message=Message(pk=message_id))
+    conversation.delete()
+
+
+def _start_reply(*, conversation: Conversation) -> Message:
+    """Check access and limits for the conversation's owner, then queue a new reply."""
+    owner, key, model = conversation.owner, conversation.api_key, conversation.model
+    if not selectors.may_use(user=owner, key=key, model=model):
+        raise ValidationError(
+            _("You may no longer use %(model)s with this key. Pick another model.")
+            % {"model": model or _("this model")},
+            code="no_access",
+        )
+    team = selectors.team_for(user=owner, key=key)
+    limits.check(user=owner, team=team)
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        api_key=key,
+        team=team,
+        model=model,
+        lease_expires_at=timezone.now() + generation.lease(),
+    )
+    transaction.on_commit(lambda: generation.start(reply.pk))
+    return reply
+
+
+def _clean_content(content: str) -> str:
+    content = content.strip()
+    if not content:
+        raise ValidationError(_("Write a message first."))
+    if len(content) > MAX_MESSAGE_LENGTH:
+        raise ValidationError(
+            _("The message is too long (at most %(limit)s characters).")
+            % {"limit": MAX_MESSAGE_LENGTH}
+        )
+    return content
+
+
+@transaction.atomic
+def message_send(
+    *, owner, conversation: Conversation | None, content: str, api_key: ApiKey, model: str
+) -> tuple[Message, Message]:
+    """Store the member's message (in a new conversation if none) and start the reply."""
+    content = _clean_content(content)
+    if conversation is None:
+        conversation = Conversation(owner=owner)
+    conversation.api_key = api_key
+    conversation.model = model
+    if not conversation.title:
+        conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
+    conversation.save()
+    question = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=content, model=model,
+    )
+    return question, _start_reply(conversation=conversation)
+
+
+def _ensure_idle(conversation: Conversation) -> None:
+    if conversation.messages.filter(status__in=Message.UNFINISHED).exists():
+        raise ValidationError(_("Wait for the reply to finish, or stop it, first."))
+
+
+@transaction.atomic
+def reply_regenerate(*, message: Message) -> Message:
+    """Start a new reply in place of ``message``, the last reply of its conversation.
+
+    The earlier reply stays stored and shown as an earlier version; it is no longer sent
+    upstream as context.
+    """
+    conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    last = Message.objects.for_conversation(conversation).filter(superseded=False).last()
+    if last is None or last.pk != message.pk or message.role != Message.Role.ASSISTANT:
+        raise ValidationError(_("Only the last reply can be regenerated."))
+    _ensure_idle(conversation)
+    Message.objects.filter(pk=message.pk).update(superseded=True)
+    conversation.save(update_fields=["updated_at"])
+    return _start_reply(conversation=conversation)
+
+
+@transaction.atomic
+def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
+    """Resend an edited version of the member's ``message`` and start a new reply.
+
+    The original and everything after it stay stored, shown as earlier versions, and are no
+    longer sent upstream: the conversation continues from the edited message.
+    """
+    content = _clean_content(content)
+    conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    if message.role != Message.Role.USER or message.superseded:
+        raise ValidationError(_("Only your own current messages can be edited."))
+    _ensure_idle(conversation)
+    Message.objects.for_conversation(conversation).filter(id__gte=message.pk).update(
+        superseded=True
+    )
+    question = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=content,
+        model=conversation.model,
+    )
+    conversation.save(update_fields=["updated_at"])
+    return question, _start_reply(conversation=conversation)
+
+
+def reply_stop(*, message: Message) -> None:
+    """Ask the reply to stop, wherever it is being generated."""
+    Message.objects.filter(pk=message.pk, status__in=Message.UNFINISHED).update(
+        cancel_requested=True
+    )
+    generation.cancel_local(message.pk)
+
+
+def reply_reap_stale() -> int:
+    """Mark replies whose generating process is gone as interrupted; return how many."""
+    return Message.objects.filter(
+        status__in=Message.UNFINISHED, lease_expires_at__lt=timezone.now()
+    ).update(
+        status=Message.Status.INTERRUPTED,
+        error_message=_("The server stopped while writing this reply. The text so far is kept; "
+                        "retry to get a complete reply."),
+        error_type="interrupted",
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+    )

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import usage_views, views
+
+app_name = "conversations"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("setup/", views.setup, name="setup"),
+    path("healthz", views.healthz, name="healthz"),
+    path("usage/", usage_views.usage_mine, name="usage"),
+    path("c/new/messages", views.message_create, name="message-create-new"),
+    path("c/<int:pk>/", views.conversation_detail, name="detail"),
+    path("c/<int:pk>/messages", views.message_create, name="message-create"),
+    path("c/<int:pk>/rename", views.conversation_rename, name="rename"),
+    path("c/<int:pk>/delete", views.conversation_delete, name="delete"),
+    path("c/<int:pk>/export", views.conversation_export, name="export"),
+    path("m/<int:pk>/stream", views.message_stream, name="message-stream"),
+    path("m/<int:pk>/stop", views.message_stop, name="message-stop"),
+    path("m/<int:pk>/retry", views.message_retry, name="message-retry"),
+    path("m/<int:pk>/edit", views.message_edit, name="message-edit"),
+]

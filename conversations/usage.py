@@ -1,0 +1,252 @@
+"""Token usage: recorded once per finished reply, aggregated per day and dimension.
+
+Every reply adds its tokens to one ``UsageDaily`` row (day, user, team, key, OpenAI organization,
+OpenAI project, model), so usage pages and budget checks read a few aggregate rows instead of
+scanning messages. When the upstream sent no usage chunk, the figures are estimated from the text
+(about four bytes of UTF-8 a token) and counted as estimated.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
+from django.utils import timezone
+
+from .models import ApiKey, Message, UsageDaily
+
+BYTES_PER_TOKEN = 4
+# Each chat message costs a few tokens of framing on top of its text.
+TOKENS_PER_MESSAGE = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Return a rough token count for ``text`` (no tokenizer download is possible offline)."""
+    if not text:
+        return 0
+    return max(1, math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN))
+
+
+def estimate_prompt_tokens(context: list[dict]) -> int:
+    return sum(TOKENS_PER_MESSAGE + estimate_tokens(item["content"]) for item in context)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    prompt: int
+    completion: int
+    total: int
+    estimated: bool
+
+
+def tokens_for(message: Message, prompt_estimate: int) -> Tokens:
+    """Return the reply's usage: the upstream's figures, or an estimate where it sent none."""
+    if message.total_tokens is not None:
+        return Tokens(
+            prompt=message.prompt_tokens or 0,
+            completion=message.completion_tokens or 0,
+            total=message.total_tokens,
+            estimated=False,
+        )
+    completion = estimate_tokens(message.content)
+    return Tokens(prompt_estimate, completion, prompt_estimate + completion, estimated=True)
+
+
+def record(message: Message, prompt_estimate: int) -> Tokens:
+    """Store the reply's token counts on it and add them to the day's aggregate."""
+    tokens = tokens_for(message, prompt_estimate)
+    if tokens.estimated:
+        Message.objects.filter(pk=message.pk).update(
+            prompt_tokens=tokens.prompt, completion_tokens=tokens.completion,
+            total_tokens=tokens.total, usage_estimated=True,
+        )
+    key = message.api_key
+    dimensions = {
+        "day": timezone.localdate(message.finished_at or timezone.now()),
+        "user_id": message.conversation.owner_id,
+        "team_id": message.team_id,
+        "api_key_id": message.api_key_id,
+        "organization": key.organization if key else "",
+        "project": key.project if key else "",
+        "model": message.model,
+    }
+    increments = {
+        "requests": F("requests") + 1,
+        "prompt_tokens": F("prompt_tokens") + tokens.prompt,
+        "completion_tokens": F("completion_tokens") + tokens.completion,
+        "total_tokens": F("total_tokens") + tokens.total,
+        "estimated_tokens": F("estimated_tokens") + (tokens.total if tokens.estimated else 0),
+    }
+    for _attempt in range(3):
+        # Add to one row only: rows with an empty team or key are not unique in the database
+        # (NULLs differ), and adding to every duplicate would count the reply several times.
+        row = UsageDaily.objects.filter(**dimensions).order_by("pk").values_list(
+            "pk", flat=True
+        ).first()
+        if row is not None and UsageDaily.objects.filter(pk=row).update(**increments):
+            return tokens
+        try:
+            with transaction.atomic():
+                UsageDaily.objects.create(
+                    **dimensions, requests=1, prompt_tokens=tokens.prompt,
+                    completion_tokens=tokens.completion, total_tokens=tokens.total,
+                    estimated_tokens=tokens.total if tokens.estimated else 0,
+                )
+            return tokens
+        except IntegrityError:  # another reply created the row first: add to it
+            continue
+    return tokens
+
+
+def month_start(today: datetime.date | None = None) -> datetime.date:
+    today = today or timezone.localdate()
+    return today.replace(day=1)
+
+
+def next_month_start(today: datetime.date | None = None) -> datetime.date:
+    start = month_start(today)
+    return (start + datetime.timedelta(days=32)).replace(day=1)
+
+
+def tokens_this_month(**dimension) -> int:
+    """Return the tokens used since the first of this month for one dimension (user=, team=)."""
+    used = UsageDaily.objects.filter(day__gte=month_start(), **dimension).aggregate(
+        total=Sum("total_tokens")
+    )["total"]
+    return used or 0
+
+
+FILTERS = ("user", "team", "api_key", "organization", "project", "model")
+
+
+def filtered(
+    *, start: datetime.date | None = None, end: datetime.date | None = None, **filters
+) -> QuerySet[UsageDaily]:
+    """Return the aggregate rows between ``start`` and ``end`` matching ``filters``."""
+    rows = UsageDaily.objects.all()
+    if start:
+        rows = rows.filter(day__gte=start)
+    if end:
+        rows = rows.filter(day__lte=end)
+    condition = Q()
+    for name, value in filters.items():
+        if name not in FILTERS:
+            raise ValueError(f"unknown usage filter {name!r}")
+        if value not in (None, ""):
+            condition &= Q(**{name: value})
+    return rows.filter(condition)
+
+
+TOTALS = {
+    "requests": Sum("requests"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "total_tokens": Sum("total_tokens"),
+    "estimated_tokens": Sum("estimated_tokens"),
+}
+
+
+def by_day(rows: QuerySet[UsageDaily]) -> list[dict]:
+    return list(rows.values("day").annotate(**TOTALS).order_by("day"))
+
+
+GROUPINGS = {
+    "user": ("user__username",),
+    "team": ("team__name",),
+    "api_key": ("api_key__name",),
+    "organization": ("organization",),
+    "project": ("project",),
+    "model": ("model",),
+}
+
+
+def by_dimension(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:
+    fields = GROUPINGS[dimension]
+    return list(rows.values(*fields).annotate(**TOTALS).order_by("-total_tokens", *fields))
+
+
+# -- what the usage pages read -----------------------------------------------------------------
+
+
+def totals(days: list[dict]) -> dict[str, int]:
+    """Return the sums over ``by_day`` rows, so the page's totals cost no query of their own."""
+    return {name: sum(day[name] or 0 for day in days) for name in TOTALS}
+
+
+def by_day_filled(
+    rows: QuerySet[UsageDaily], *, start: datetime.date, end: datetime.date
+) -> list[dict]:
+    """Return ``by_day(rows)`` with a zero row for each day from ``start`` to ``end`` without
+    usage."""
+    found = {row["day"]: row for row in by_day(rows)}
+    zero = dict.fromkeys(TOTALS, 0)
+    return [
+        found.get(day, {"day": day, **zero})
+        for day in (start + datetime.timedelta(days=n) for n in range((end - start).days + 1))
+    ]
+
+
+def by_dimension_labelled(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:
+    """Return ``by_dimension`` rows, each with its value under ``"label"`` (None when unset)."""
+    return [{**row, "label": _label(row, dimension)} for row in by_dimension(rows, dimension)]
+
+
+def by_day_and_dimension(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:
+    """Return one labelled row per day and value of ``dimension``, oldest day first."""
+    fields = GROUPINGS[dimension]
+    return [
+        {**row, "label": _label(row, dimension)}
+        for row in rows.values("day", *fields).annotate(**TOTALS).order_by("day", *fields)
+    ]
+
+
+def _label(row: dict, dimension: str) -> str | None:
+    values = [str(row[field]) for field in GROUPINGS[dimension] if row[field] not in (None, "")]
+    return " / ".join(values) or None
+
+
+def filter_choices(
+    *, start: datetime.date, end: datetime.date, chosen: dict, dimensions: tuple[str, ...] = FILTERS,
+    **scope,
+) -> dict[str, list[tuple[str, str]]]:
+    """Return the ``(value, label)`` choices of each filter in ``dimensions``: the values with
+    usage between ``start`` and ``end`` within ``scope`` (e.g. ``user=``), plus the ``chosen``
+    ones, so that a select keeps showing what is filtered on. A chosen user, team or key is
+    offered only if it ever had usage within ``scope``: a member never learns another team's or
+    key's name by guessing its id.
+
+    Users, teams and keys are found through their ``(…, day)`` indexes, one probe per row of those
+    small tables; organizations, projects and models come from the aggregate rows of the range.
+    Nothing scans the whole table.
+    """
+    in_scope = filtered(**scope)
+    in_range = filtered(start=start, end=end, **scope)
+    choices: dict[str, list[tuple[str, str]]] = {}
+    for dimension, related, label in (
+        ("user", get_user_model(), "username"), ("team", Group, "name"),
+        ("api_key", ApiKey, "name"),
+    ):
+        if dimension not in dimensions:
+            continue
+        seen = Q(Exists(in_range.filter(**{dimension: OuterRef("pk")})))
+        if chosen.get(dimension):
+            ever = Exists(in_scope.filter(**{dimension: OuterRef("pk")}))
+            seen |= Q(pk=chosen[dimension]) & Q(ever)
+        choices[dimension] = [
+            (str(pk), name)
+            for pk, name in related.objects.filter(seen).order_by(label).values_list("pk", label)
+        ]
+    strings = [name for name in ("organization", "project", "model") if name in dimensions]
+    if strings:
+        combinations = set(in_range.values_list(*strings).distinct().order_by())
+        for index, name in enumerate(strings):
+            values = {combination[index] for combination in combinations} - {""}
+            if chosen.get(name):
+                values.add(chosen[name])
+            choices[name] = [(value, value) for value in sorted(values)]
+    return choices

@@ -1,0 +1,275 @@
+"""Pages and htmx endpoints: parse, call a service or selector, render."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from . import exports, selectors, services
+from .forms import MessageForm, RenameForm, SetupForm
+from .middleware import users_exist
+from .models import Conversation, Message
+from .streaming import release_connection, reply_events
+
+
+def _chat_page(
+    request: HttpRequest, conversation: Conversation | None, form: MessageForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    groups = selectors.model_groups(user=request.user)
+    if form is None:
+        form = MessageForm(groups=groups, initial={"model": _initial_model(request.user, conversation, groups)})
+    if conversation is not None:
+        services.reply_reap_stale()
+    chat_messages = selectors.message_list(conversation=conversation) if conversation else []
+    return render(request, "conversations/chat.html", {
+        "conversation": conversation,
+        "conversations": selectors.conversation_list(user=request.user),
+        "chat_messages": chat_messages,
+        "form": form,
+        "has_keys": bool(groups),
+    }, status=status)
+
+
+def _initial_model(user, conversation: Conversation | None, groups) -> str:
+    """Return the model choice to preselect: the conversation's, the team's default, the key's."""
+    offered = {f"{group.key.pk}:{model}" for group in groups for model in group.models}
+    wanted = []
+    if conversation and conversation.api_key_id and conversation.model:
+        wanted.append(f"{conversation.api_key_id}:{conversation.model}")
+    team_default = selectors.default_choice(user=user)
+    if team_default:
+        wanted.append(f"{team_default[0]}:{team_default[1]}")
+    wanted += [f"{group.key.pk}:{group.key.default_model}" for group in groups]
+    wanted += [f"{group.key.pk}:{group.models[0]}" for group in groups if group.models]
+    return next((choice for choice in wanted if choice in offered), "")
+
+
+@require_GET
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return _chat_page(request, None)
+
+
+@require_GET
+@login_required
+def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _chat_page(request, selectors.conversation_get(user=request.user, pk=pk))
+
+
+def _render_message(request: HttpRequest, message: Message, *, is_last: bool = True) -> str:
+    return render_to_string(
+        "conversations/chat.html#message",
+        {"message": message, "is_last": is_last},
+        request=request,
+    )
+
+
+@require_POST
+@login_required
+def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    conversation = selectors.conversation_get(user=request.user, pk=pk) if pk else None
+    form = MessageForm(request.POST, groups=selectors.model_groups(user=request.user))
+    if form.is_valid():
+        api_key, model = form.cleaned_data["model"]
+        try:
+            question, reply = services.message_send(
+                owner=request.user, conversation=conversation,
+                content=form.cleaned_data["content"], api_key=api_key, model=model,
+            )
+        except ValidationError as error:
+            form.add_error("content", error)
+        else:
+            url = reverse("conversations:detail", args=[reply.conversation_id])
+            if not request.htmx:
+                return redirect(f"{url}#message-{reply.pk}")
+            if conversation is None:
+                return HttpResponseClientRedirect(url)
+            response = HttpResponse(
+                _render_message(request, question, is_last=False) + _render_message(request, reply)
+            )
+            return trigger_client_event(response, "chat:sent")
+    if request.htmx:
+        response = HttpResponse(render_to_string(
+            "conversations/chat.html#form-errors", {"form": form}, request=request
+        ))
+        response["HX-Retarget"] = "#form-errors"
+        response["HX-Reswap"] = "outerHTML"
+        return response
+    return _chat_page(request, conversation, form=form, status=400)
+
+
+@require_POST
+@login_required
+def message_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.message_get(user=request.user, pk=pk)
+    services.reply_stop(message=message)
+    if request.htmx:
+        return HttpResponse(status=204)
+    return redirect("conversations:detail", pk=message.conversation_id)
+
+
+@require_POST
+@login_required
+def message_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Retry a failed reply, or regenerate the last one; the earlier one stays as a version."""
+    message = selectors.message_get(user=request.user, pk=pk)
+    url = reverse("conversations:detail", args=[message.conversation_id])
+    try:
+        reply = services.reply_regenerate(message=message)
+    except ValidationError as error:
+        return _refused(request, url, error)
+    if request.htmx:
+        message.refresh_from_db()
+        return HttpResponse(
+            _render_message(request, message, is_last=False) + _render_message(request, reply)
+        )
+    return redirect(f"{url}#message-{reply.pk}")
+
+
+@require_POST
+@login_required
+def message_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resend an edited message; the original and what followed stay as earlier versions."""
+    message = selectors.message_get(user=request.user, pk=pk)
+    url = reverse("conversations:detail", args=[message.conversation_id])
+    try:
+        _question, reply = services.message_edit(
+            message=message, content=request.POST.get("content", "")
+        )
+    except ValidationError as error:
+        return _refused(request, url, error)
+    if request.htmx:
+        return HttpResponseClientRedirect(f"{url}#message-{reply.pk}")
+    return redirect(f"{url}#message-{reply.pk}")
+
+
+def _refused(request: HttpRequest, url: str, error: ValidationError) -> HttpResponse:
+    """Go back to the conversation saying why nothing happened."""
+    for text in error.messages:
+        messages.warning(request, text)
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """Tail one reply as server-sent events (GET, no side effects)."""
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET"})
+    message = await sync_to_async(_stream_target)(request, pk)
+    if message is None:
+        raise Http404
+    offset = _offset(request.headers.get("Last-Event-ID") or request.GET.get("offset"))
+
+    def render_final(final: Message) -> str:
+        try:
+            is_last = not Message.objects.filter(
+                conversation_id=final.conversation_id, id__gt=final.pk
+            ).exists()
+            return _render_message(request, final, is_last=is_last)
+        finally:
+            release_connection()
+
+    response = StreamingHttpResponse(
+        reply_events(message.pk, offset, sync_to_async(render_final)),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache, no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _stream_target(request: HttpRequest, pk: int) -> Message | None:
+    """Return the user's message ``pk``, or None; then give the connection back: a stream may
+    stay open for hours and must not hold one."""
+    try:
+        if not request.user.is_authenticated:
+            return None
+        return Message.objects.filter(pk=pk, conversation__owner=request.user).first()
+    finally:
+        release_connection()
+
+
+def _offset(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+@require_POST
+@login_required
+def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    form = RenameForm(request.POST)
+    if form.is_valid():
+        services.conversation_rename(conversation=conversation, title=form.cleaned_data["title"])
+    return redirect("conversations:detail", pk=conversation.pk)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    if request.method == "POST":
+        services.conversation_delete(conversation=conversation)
+        return redirect("conversations:home")
+    return render(request, "conversations/delete.html", {"conversation": conversation})
+
+
+@require_GET
+@login_required
+def conversation_export(request: HttpRequest, pk: int) -> HttpResponse:
+    """Download the conversation as Markdown (default) or JSON."""
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    chat_messages = selectors.message_list(conversation=conversation)
+    slug = slugify(conversation.title)[:50] or f"chat-{conversation.pk}"
+    if request.GET.get("format") == "json":
+        response = JsonResponse(exports.as_json(conversation, chat_messages),
+                                json_dumps_params={"ensure_ascii": False, "indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="{slug}.json"'
+        return response
+    response = HttpResponse(exports.as_markdown(conversation, chat_messages),
+                            content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{slug}.md"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def setup(request: HttpRequest) -> HttpResponse:
+    """Create the first administrator; gone for good once any user exists."""
+    if users_exist():
+        raise Http404
+    form = SetupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.administrator_create(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
+        except ValidationError:
+            raise Http404 from None
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("admin:conversations_apikey_add")
+    return render(request, "conversations/setup.html", {"form": form})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return JsonResponse({"status": "database unavailable"}, status=503)
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,304 @@
+"""Shared fixtures: the fake upstream, keys and users, a real ASGI server, and the secret guard.
+
+Import helpers from here as `from conftest import ...` (the module pytest loaded), never as
+`tests.conftest`, which would load a second copy with its own state.
+
+The secret guard runs around every test: every response body a test receives (test client,
+streams read through ``read_events``, browser pages) and every log record is scanned for every
+API key secret the suite has used — the ones tests stored and every bearer token the fake
+upstream received. A hit fails the test.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+import sseclient
+import uvicorn
+from django.test import Client
+
+from conversations import generation, middleware, services
+from conversations.logging import MaskSecretsFilter
+from tests.fake_upstream import FakeUpstream
+
+SECRETS: set[str] = set()
+PASSWORD = "correct horse battery staple"
+CHROMIUM = os.environ.get("CHATSITE_CHROMIUM", "/usr/bin/chromium")
+
+
+class SeenText:
+    """Everything the suite received or logged during one test."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def add(self, where: str, text: str | bytes) -> None:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        with self.lock:
+            self.items.append((where, text))
+
+
+SEEN = SeenText()
+
+
+class _CaptureHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        SEEN.add(f"log record {record.name}", self.format(record))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> None:
+    """Hash test passwords cheaply: the real hasher costs a second per login on CI machines."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_database_pools(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Close PostgreSQL connection pools before the test database is dropped."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all(initialized_only=True):
+            if getattr(connection, "pool", None) is not None:
+                connection.close_pool()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake_upstream_server.reset()
+    yield fake_upstream_server
+    fake_upstream_server.release()
+    SECRETS.update(fake_upstream_server.bearer_tokens())
+
+
+@pytest.fixture(autouse=True)
+def secret_guard(monkeypatch) -> Iterator[None]:
+    """Fail the test if any response body or log record holds a stored secret."""
+    original = Client.request
+
+    def recording_request(self, **request):
+        response = original(self, **request)
+        if not response.streaming:
+            SEEN.add(f"response to {request.get('PATH_INFO')}", response.content)
+            for header, value in response.items():
+                SEEN.add(f"header {header} of {request.get('PATH_INFO')}", value)
+        return response
+
+    monkeypatch.setattr(Client, "request", recording_request)
+    handler = _CaptureHandler(level=logging.DEBUG)
+    handler.addFilter(MaskSecretsFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    middleware.forget_users()
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        with SEEN.lock:
+            items, SEEN.items = SEEN.items, []
+        leaks = [
+            where for where, text in items for secret in SECRETS if secret and secret in text
+        ]
+        assert not leaks, f"an API key secret was found in: {sorted(set(leaks))}"
+
+
+@pytest.fixture(autouse=True)
+def _no_reply_outlives_its_test() -> Iterator[None]:
+    yield
+    for message_id in generation.live_replies():
+        generation.cancel_local(message_id)
+    assert generation.wait_idle(10), "a reply was still being generated after its test"
+
+
+@pytest.fixture
+def make_api_key(fake_upstream: FakeUpstream) -> Callable[..., object]:
+    counter = iter(range(1, 10_000))
+
+    def make(**fields):
+        number = next(counter)
+        secret = fields.pop("secret", f"sk-test-{number:04d}-QmFzZTY0SGVyZUFuZFRoZXJl")
+        SECRETS.add(secret)
+        fields.setdefault("name", f"Key {number}")
+        fields.setdefault("base_url", fake_upstream.base_url)
+        fields.setdefault("everyone", True)
+        return services.api_key_create(secret=secret, **fields)
+
+    return make
+
+
+@pytest.fixture
+def api_key(make_api_key):
+    return make_api_key(organization="org-team", project="proj_chat", default_model="gpt-4o-mini")
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("mallory", password=PASSWORD)
+
+
+@pytest.fixture
+def alice(client, user) -> Client:
+    client.force_login(user)
+    return client
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+    """Return the first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """Serve the real ASGI application under uvicorn on loopback; yield its base URL."""
+    from chatsite.asgi import application
+
+    port = _free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    with django_db_blocker.unblock():
+        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        wait_for(lambda: server.started, timeout=15)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_url(asgi_server, transactional_db) -> str:
+    return asgi_server
+
+
+def session_for(base_url: str, username: str, password: str = PASSWORD) -> requests.Session:
+    """Return a requests session logged in to the site like a browser would be."""
+    session = requests.Session()
+    page = session.get(f"{base_url}/accounts/login/", timeout=10)
+    SEEN.add("login page", page.text)
+    response = session.post(
+        f"{base_url}/accounts/login/",
+        data={"username": username, "password": password,
+              "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{base_url}/accounts/login/"},
+        timeout=10,
+    )
+    assert response.ok and "sessionid" in session.cookies, "login failed"
+    return session
+
+
+def read_events(response: requests.Response) -> Iterator[sseclient.Event]:
+    """Yield the SSE events of a streamed response, recording their data for the guard."""
+    for event in sseclient.SSEClient(response.iter_content(chunk_size=None)).events():
+        SEEN.add(f"SSE event {event.event}", event.data)
+        yield event
+
+
+# -- the browser -------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Run browser tests last: Playwright's sync API leaves an event loop in the main thread,
+    after which Django's test client cannot call async views."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's) for the whole session, driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM} (Debian package: chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+    # still plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_url):
+    """A fresh browser context on the live server; fails the test on any JavaScript error or
+    Content-Security-Policy violation, and feeds every response body to the secret guard."""
+    context = browser.new_context(base_url=live_url)
+    page = context.new_page()
+    responses = []
+    page.on("response", lambda response: responses.append(response))
+    errors = watch(page)
+    yield page
+    for response in responses:
+        if "text/event-stream" in (response.headers.get("content-type") or ""):
+            continue
+        try:
+            SEEN.add(f"browser response {response.url}", response.text())
+        except Exception:  # a body the browser no longer holds (redirects, navigations)
+            pass
+    context.close()
+    assert not errors, f"JavaScript errors or policy violations on the page: {errors}"
+
+
+def watch(page) -> list[str]:
+    """Collect the page's JavaScript errors and Content-Security-Policy violations."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if (
+        message.type == "error" and (
+            "Content Security Policy" in message.text or "Refused to" in message.text)
+    ) else None)
+    return errors
+
+
+def log_in(page, username: str) -> None:
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/$"))
