@@ -2,9 +2,14 @@
 
 Checked when a message is sent (and retried or edited), before any upstream call. Budgets read
 the daily aggregates, so a member at or over a budget cannot start another reply; replies already
-in flight finish, which is the most a budget can be overshot by. The per-minute count lives in
-Django's cache (Redis in production, local memory in the embedded default), incremented
-atomically, so parallel requests cannot slip past it.
+in flight finish, which is the most a budget can be overshot by.
+
+The per-minute limit is a sliding window kept in Django's cache (Redis in production, local
+memory in the embedded default): a member allowed N messages a minute has N slots, and a message
+takes a free slot with ``cache.add`` (atomic on every backend), which frees itself sixty seconds
+later. So no 60-second span ever holds more than N messages -- not even across a minute
+boundary, where a fixed per-minute counter would let 2N through -- and parallel requests cannot
+slip past it.
 """
 
 from __future__ import annotations
@@ -26,28 +31,34 @@ class LimitReached(ValidationError):
     """One of our limits refuses the message; the text says which and when it resets."""
 
 
+_NO_LIMIT = object()
+WINDOW_SECONDS = 60
+
+
 def _user_limit(user) -> UserLimit | None:
     return UserLimit.objects.filter(user=user).first()
 
 
-def monthly_budget(user) -> int | None:
-    limit = _user_limit(user)
+def monthly_budget(user, limit=_NO_LIMIT) -> int | None:
+    if limit is _NO_LIMIT:
+        limit = _user_limit(user)
     if limit is not None and limit.monthly_token_budget is not None:
         return limit.monthly_token_budget
     return settings.CHATSITE_DEFAULT_MONTHLY_TOKENS
 
 
-def requests_per_minute(user) -> int | None:
-    limit = _user_limit(user)
+def requests_per_minute(user, limit=_NO_LIMIT) -> int | None:
+    if limit is _NO_LIMIT:
+        limit = _user_limit(user)
     if limit is not None and limit.requests_per_minute is not None:
         return limit.requests_per_minute
     return settings.CHATSITE_DEFAULT_REQUESTS_PER_MINUTE
 
 
-def check_budgets(*, user, team) -> None:
+def check_budgets(*, user, team, limit=_NO_LIMIT) -> None:
     """Raise ``LimitReached`` if the user or their team has used its monthly budget."""
     resets = formats.date_format(usage.next_month_start(), "DATE_FORMAT")
-    budget = monthly_budget(user)
+    budget = monthly_budget(user, limit)
     if budget is not None and usage.tokens_this_month(user=user) >= budget:
         raise LimitReached(
             _("You have used your monthly budget of %(budget)s tokens. It resets on "
@@ -70,30 +81,39 @@ def check_budgets(*, user, team) -> None:
         )
 
 
-def take_request(*, user) -> None:
+def _now() -> float:
+    return time.time()
+
+
+def _slot_keys(user, allowed: int) -> list[str]:
+    return [f"chatsite:rpm:{user.pk}:{slot}" for slot in range(allowed)]
+
+
+def take_request(*, user, limit=_NO_LIMIT) -> None:
     """Count one message against the user's per-minute limit; raise ``LimitReached`` past it."""
-    allowed = requests_per_minute(user)
+    allowed = requests_per_minute(user, limit)
     if allowed is None:
         return
-    now = time.time()
-    window = int(now // 60)
-    key = f"chatsite:rpm:{user.pk}:{window}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=120)
-        count = 1
-    if count > allowed:
-        wait = max(1, math.ceil((window + 1) * 60 - now))
-        raise LimitReached(
-            _("You can send at most %(allowed)s messages a minute. Try again in %(wait)s "
-              "seconds.") % {"allowed": allowed, "wait": wait},
-            code="rate",
-        )
+    keys = _slot_keys(user, allowed)
+    taken = cache.get_many(keys)
+    now = _now()
+    for key in keys:
+        if key not in taken and cache.add(key, now, timeout=WINDOW_SECONDS):
+            return
+    # Every slot is taken (or was taken by a parallel request in the meantime): the next one
+    # frees itself a minute after the oldest message in the window.
+    taken = cache.get_many(keys)
+    oldest = min(taken.values(), default=now)
+    wait = max(1, math.ceil(oldest + WINDOW_SECONDS - _now()))
+    raise LimitReached(
+        _("You can send at most %(allowed)s messages a minute. Try again in %(wait)s "
+          "seconds.") % {"allowed": allowed, "wait": wait},
+        code="rate",
+    )
 
 
 def check(*, user, team) -> None:
     """Apply every limit to one new message from ``user``."""
-    check_budgets(user=user, team=team)
-    take_request(user=user)
+    limit = _user_limit(user)
+    check_budgets(user=user, team=team, limit=limit)
+    take_request(user=user, limit=limit)

@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conftest import PASSWORD, wait_for
+from conversations import limits
 from conversations.models import ApiKey, AuditEvent, Message, Team, UsageDaily, UserLimit
 from tests.fake_upstream import Scenario
 
@@ -210,6 +211,20 @@ def test_messages_per_minute_limit_says_when_to_try_again(alice, user, api_key):
     assert response.status_code == 400
     assert "at most 2 messages a minute" in response.content.decode()
     assert "Try again in" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_per_minute_limit_holds_across_the_turn_of_a_minute(alice, user, api_key, monkeypatch):
+    """A fixed per-minute counter would let 2 x N messages through around hh:mm:00."""
+    UserLimit.objects.create(user=user, requests_per_minute=2)
+    clock = [1_800_000_059.5]  # half a second before a minute starts
+    monkeypatch.setattr(limits, "_now", lambda: clock[0])
+    assert post_message(alice, api_key).status_code == 302
+    assert post_message(alice, api_key).status_code == 302
+    clock[0] += 1  # the next minute
+    response = post_message(alice, api_key)
+    assert response.status_code == 400
+    assert "Try again in 59 seconds" in response.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
