@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -265,10 +266,14 @@ class UsageDaily(models.Model):
         verbose_name = _("daily usage")
         verbose_name_plural = _("daily usage")
         constraints = [
-            # Rows with an empty team or key may repeat under a race; sums are unaffected.
+            # One row per dimension set, an empty team or key included: a plain unique
+            # constraint would let rows with NULLs repeat (NULLs differ), and concurrent first
+            # replies of a day would each create one. Expressions work on SQLite and PostgreSQL.
             models.UniqueConstraint(
-                fields=["day", "user", "team", "api_key", "organization", "project", "model"],
-                name="usage_daily_unique_dimensions",
+                "day", "user", Coalesce("team", 0, output_field=models.BigIntegerField()),
+                Coalesce("api_key", 0, output_field=models.BigIntegerField()),
+                "organization", "project", "model",
+                name="usage_daily_one_row_per_dimensions",
             ),
         ]
         indexes = [

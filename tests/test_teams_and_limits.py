@@ -8,7 +8,8 @@ import threading
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache import cache
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
 
@@ -372,16 +373,61 @@ def test_conversations_are_read_only_in_the_admin_unless_allowed(admin_client, u
     assert Conversation.objects.get().title == "Changed"
 
 
+@pytest.mark.django_db
+def test_the_database_keeps_one_usage_row_per_day_even_without_a_team_or_key(user):
+    # NULLs are distinct to a plain unique constraint; this one compares them as equal.
+    spend(user, 5)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        spend(user, 7)
+    assert UsageDaily.objects.get(user=user).total_tokens == 5
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_reply_is_counted_once_even_where_duplicate_usage_rows_exist(alice, user, api_key):
-    # Concurrent first replies of a day can create two rows with an empty team (NULLs are not
-    # unique); a later reply must still add its tokens once, not to every duplicate.
-    for _ in range(2):
-        UsageDaily.objects.create(day=timezone.localdate(), user=user, team=None, api_key=api_key,
-                                  organization="org-team", project="proj_chat",
-                                  model="gpt-4o-mini", requests=1, total_tokens=5)
-    post_message(alice, api_key)
-    finished(Message.objects.get(role="assistant").pk)
-    rows = UsageDaily.objects.filter(user=user)
-    assert sum(rows.values_list("requests", flat=True)) == 3
-    assert sum(rows.values_list("total_tokens", flat=True)) == 5 + 5 + 11
+def test_concurrent_first_replies_of_a_day_are_each_counted_once_in_one_row(user, api_key,
+                                                                          fake_upstream):
+    fake_upstream.default = Scenario(first_token_delay=0.3)  # the replies finish together
+    replies: list[int] = []
+
+    def one() -> None:
+        client = Client()
+        client.force_login(user)
+        assert post_message(client, api_key).status_code == 302
+        connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    replies = list(Message.objects.filter(role="assistant").values_list("pk", flat=True))
+    assert len(replies) == 6
+    for pk in replies:
+        assert finished(pk).status == Message.Status.COMPLETE
+    row = UsageDaily.objects.get(user=user)
+    assert (row.requests, row.total_tokens) == (6, 6 * 11)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_merges_duplicate_usage_rows_into_one(user, api_key):
+    executor = MigrationExecutor(connection)
+    before = [("conversations", "0002_teams_usage_budgets")]
+    after = [("conversations", "0004_usage_one_row_per_dimensions")]
+    try:
+        executor.migrate(before)
+        old_usage = executor.loader.project_state(before).apps.get_model(
+            "conversations", "UsageDaily"
+        )
+        for requests, tokens in ((1, 5), (2, 30), (1, 7)):  # what the old constraint allowed
+            old_usage.objects.create(day=timezone.localdate(), user_id=user.pk, team=None,
+                                     api_key_id=api_key.pk, model="gpt-4o-mini",
+                                     requests=requests, total_tokens=tokens)
+        old_usage.objects.create(day=timezone.localdate(), user_id=user.pk, model="gpt-4o",
+                                 requests=1, total_tokens=100)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
+    rows = UsageDaily.objects.order_by("model").values_list("model", "requests", "total_tokens")
+    assert list(rows) == [("gpt-4o", 1, 100), ("gpt-4o-mini", 4, 42)]
