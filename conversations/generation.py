@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import OperationalError, close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -31,11 +32,36 @@ from .models import Message
 
 logger = logging.getLogger(__name__)
 
-
-
 MAX_RETRIES = 2
 RETRY_BASE_SECONDS = 0.5
 MAX_RETRY_AFTER = 20.0  # a longer Retry-After is reported to the member instead of waited out
+
+
+# A busy database (SQLite's single writer past its busy timeout, a PostgreSQL deadlock or
+# serialization failure) is worth a few more tries before a finished reply is called failed.
+DB_ATTEMPTS = 4
+DB_RETRY_SECONDS = 0.2
+TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+def _transient(exc: OperationalError) -> bool:
+    return (
+        "database is locked" in str(exc)
+        or getattr(exc.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
+    )
+
+
+def _with_db_retries(write, *, what: str):
+    """Run ``write()`` (one transaction), again after a short pause if the database was busy."""
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return write()
+        except OperationalError as exc:
+            if attempt == DB_ATTEMPTS or not _transient(exc):
+                raise
+            logger.warning("Database busy while %s (attempt %s): %s; retrying", what, attempt, exc)
+            time.sleep(DB_RETRY_SECONDS * attempt)
 
 
 def lease() -> timedelta:
@@ -143,9 +169,12 @@ def _run(reply: Reply) -> None:
 
 
 def _generate(reply: Reply) -> None:
-    claimed = Message.objects.filter(
-        pk=reply.message_id, status=Message.Status.PENDING, cancel_requested=False
-    ).update(status=Message.Status.STREAMING, lease_expires_at=timezone.now() + lease())
+    claimed = _with_db_retries(
+        lambda: Message.objects.filter(
+            pk=reply.message_id, status=Message.Status.PENDING, cancel_requested=False
+        ).update(status=Message.Status.STREAMING, lease_expires_at=timezone.now() + lease()),
+        what=f"claiming reply {reply.message_id}",
+    )
     message = Message.objects.select_related("conversation", "api_key").get(pk=reply.message_id)
     if not claimed:
         if message.status == Message.Status.PENDING:  # Stop came before the first byte
@@ -172,7 +201,11 @@ def _generate(reply: Reply) -> None:
             "error_type": "decryption",
         })
         return
-    type(key).objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    # Every reply of a key would otherwise write this one row: keep it to the minute.
+    now = timezone.now()
+    type(key).objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION), pk=key.pk
+    ).update(last_used_at=now)
     _stream(reply, credentials, message)
 
 
@@ -268,7 +301,9 @@ def _finish(
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
         )
-    with transaction.atomic():
+
+    @transaction.atomic
+    def write() -> None:
         finished = Message.objects.filter(
             pk=reply.message_id, status__in=Message.UNFINISHED
         ).update(**fields)
@@ -277,6 +312,8 @@ def _finish(
                 pk=reply.message_id
             )
             usage_records.record(message, reply.prompt_estimate)
+
+    _with_db_retries(write, what=f"finishing reply {reply.message_id}")
 
 
 def _flush_forever() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -194,6 +196,30 @@ def test_stop_ends_the_reply_within_a_second_keeps_the_text_and_hangs_up_upstrea
     assert fake_upstream.wait_for_disconnect(2), "the upstream connection stayed open"
     page = alice.get(f"/c/{reply.conversation_id}/").content.decode()
     assert "Stopped" in page and ">Retry</button>" in page
+
+
+def test_a_reply_finishing_while_the_database_is_busy_is_still_stored_complete(
+    alice, api_key, fake_upstream, monkeypatch
+):
+    if connection.vendor != "sqlite":
+        pytest.skip("holds SQLite's write lock; PostgreSQL writers wait on row locks instead")
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.3)
+    fake_upstream.queue(Scenario(tokens=["Saved", " despite", " a", " busy", " database"],
+                                 hang_after=2))
+    reply = send(alice, api_key)
+    wait_for(lambda: Message.objects.get(pk=reply.pk).content == "Saved despite", 5)
+    other_writer = sqlite3.connect(connection.settings_dict["NAME"])
+    other_writer.execute("BEGIN IMMEDIATE")  # e.g. a burst of other replies' writes
+    try:
+        fake_upstream.release()
+        time.sleep(1.0)  # longer than the busy timeout: the final write fails at least once
+    finally:
+        other_writer.rollback()
+        other_writer.close()
+    reply = finished(reply)
+    assert reply.status == "complete"
+    assert reply.content == "Saved despite a busy database"
+    assert reply.total_tokens == 7 + 5
 
 
 def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstream):
