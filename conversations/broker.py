@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 TEXT_TTL_SECONDS = 3600
+END_TTL_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Subscription:
         self.snapshot = ""
         self.known = 0  # how much of the reply the feed has delivered (used by the poller)
         self.local = False  # fed by a generation in this process
+        self.closed = False
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
@@ -236,94 +240,246 @@ class DatabasePoller(_Fanout):
                 subscription.deliver(End())
 
 
+@dataclass
+class _Outgoing:
+    """Text of one reply waiting for the relay writer's next round trip."""
+
+    offset: int = -1
+    parts: list[str] = field(default_factory=list)
+    end: bool = False
+
+
 class RedisRelay(_Fanout):
-    """Carry deltas between processes through Redis pub/sub."""
+    """Carry deltas between processes through Redis pub/sub.
+
+    Publishing: generation threads hand their text to one writer thread per process and never
+    wait on Redis. Each round trip sends everything queued since the previous one: per reply,
+    one APPEND to the reply's text key (for viewers that join mid-reply) and one PUBLISH of the
+    concatenated delta, so a busy process sends fewer, larger messages.
+
+    Subscribing: the listener thread SUBSCRIBEs to a reply's channel when this process gets its
+    first viewer of it and UNSUBSCRIBEs after the last, so a process only parses the replies it
+    shows. Once a channel is confirmed, the listener reads the text so far and hands it to the
+    new viewers as a delta from offset 0 before any message it reads afterwards: nothing falls
+    between the snapshot and the live deltas (overlaps are dropped by offset). Stream views
+    never touch Redis themselves: their event loop does no network I/O here.
+    """
 
     def __init__(self, url: str, prefix: str = "chatsite") -> None:
         super().__init__()
         import redis
 
         self.prefix = f"{prefix}:reply:"
-
+        self._control = f"{prefix}:relay-control:{uuid.uuid4().hex}"
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._ready = threading.Event()
+        # Writer side.
+        self._outbox_lock = threading.Lock()
+        self._outbox: dict[int, _Outgoing] = {}
+        self._outbox_ready = threading.Event()
+        self._wake_listener = False
+        self._writer: threading.Thread | None = None
+        # Listener side: requests from other threads; the rest is the listener thread's own.
+        self._requests: queue.SimpleQueue[tuple[str, int, Subscription | None]] = (
+            queue.SimpleQueue()
+        )
+        self._listener: threading.Thread | None = None
 
-    # Publishing side (generation threads).
+    def _channel(self, message_id: int) -> str:
+        return f"{self.prefix}{message_id}"
+
+    def _ensure_threads(self) -> None:
+        with self._start_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_forever,
+                                                name="redis-relay-writer", daemon=True)
+                self._writer.start()
+            if self._listener is None or not self._listener.is_alive():
+                self._listener = threading.Thread(target=self._listen_forever,
+                                                  name="redis-relay", daemon=True)
+                self._listener.start()
+
+    # Publishing side (generation threads queue; the writer thread sends).
     def publish(self, message_id: int, offset: int, text: str) -> None:
-        key = f"{self.prefix}{message_id}"
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.append(f"{key}:text", text)
-            pipe.expire(f"{key}:text", TEXT_TTL_SECONDS)
-            pipe.publish(key, json.dumps({"o": offset, "t": text}))
-            pipe.execute()
-        except Exception as exc:
-            logger.warning("Publishing to Redis failed for reply %s: %s", message_id, exc)
+        with self._outbox_lock:
+            outgoing = self._outbox.get(message_id)
+            if outgoing is None or outgoing.end:
+                self._outbox[message_id] = _Outgoing(offset, [text])
+            else:
+                outgoing.parts.append(text)
+        self._ensure_threads()
+        self._outbox_ready.set()
 
     def close(self, message_id: int) -> None:
-        key = f"{self.prefix}{message_id}"
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.publish(key, json.dumps({"end": True}))
-            pipe.delete(f"{key}:text")
-            pipe.execute()
-        except Exception as exc:
-            logger.warning("Publishing the end of reply %s to Redis failed: %s", message_id, exc)
+        with self._outbox_lock:
+            self._outbox.setdefault(message_id, _Outgoing()).end = True
+        self._ensure_threads()
+        self._outbox_ready.set()
 
-    # Subscribing side (stream views).
+    def _write_forever(self) -> None:
+        while True:
+            self._outbox_ready.wait()
+            with self._outbox_lock:
+                self._outbox_ready.clear()
+                batch, self._outbox = self._outbox, {}
+                wake, self._wake_listener = self._wake_listener, False
+            try:
+                self._send(batch, wake)
+            except Exception as exc:
+                logger.warning("Publishing %s replies to Redis failed: %s", len(batch), exc)
+                time.sleep(1)  # Redis is down: viewers elsewhere fall back to the database
+
+    def _send(self, batch: dict[int, _Outgoing], wake: bool) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for message_id, outgoing in batch.items():
+            channel = self._channel(message_id)
+            if outgoing.parts:
+                text = "".join(outgoing.parts)
+                pipe.append(f"{channel}:text", text)
+                pipe.expire(f"{channel}:text", TEXT_TTL_SECONDS)
+                pipe.publish(channel, json.dumps({"o": outgoing.offset, "t": text}))
+            if outgoing.end:
+                # The flag tells viewers whose channel is confirmed later that it ended.
+                pipe.set(f"{channel}:end", b"1", ex=END_TTL_SECONDS)
+                pipe.publish(channel, json.dumps({"end": True}))
+                pipe.delete(f"{channel}:text")
+        if wake:
+            pipe.publish(self._control, b"")
+        if len(pipe):
+            pipe.execute()
+
+    # Subscribing side (stream views ask; the listener thread does the work).
     def subscribe(self, message_id: int) -> Subscription:
-        self._ensure_listener()
         subscription = Subscription(message_id, on_close=self.remove)
-        self.add(subscription)  # before reading the text: later deltas are not missed
-        try:
-            text = self._redis.get(f"{self.prefix}{message_id}:text")
-        except Exception as exc:
-            logger.warning("Reading reply %s from Redis failed: %s", message_id, exc)
-            text = None
-        subscription.snapshot = text.decode("utf-8") if text else ""
+        self._requests.put(("attach", message_id, subscription))
+        with self._outbox_lock:
+            self._wake_listener = True
+        self._ensure_threads()
+        self._outbox_ready.set()
         return subscription
 
-    def _ensure_listener(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._ready.clear()
-                self._thread = threading.Thread(target=self._listen, name="redis-relay",
-                                                daemon=True)
-                self._thread.start()
-        self._ready.wait(5)
+    def remove(self, subscription: Subscription) -> None:
+        with self.lock:
+            subscription.closed = True
+            subscribers = self.subscribers.get(subscription.message_id)
+            if subscribers is None:
+                return
+            subscribers.discard(subscription)
+            if subscribers:
+                return
+            del self.subscribers[subscription.message_id]
+        self._requests.put(("detach", subscription.message_id, None))
 
-    def _listen(self) -> None:
+    def _listen_forever(self) -> None:
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            listener = _Listener(self)
             try:
-                pubsub.psubscribe(f"{self.prefix}*")
-                pubsub.get_message(timeout=1)  # the subscription confirmation
-                self._ready.set()
-                while True:
-                    item = pubsub.get_message(timeout=1)
-                    if item and item.get("type") == "pmessage":
-                        self._dispatch(item["channel"], item["data"])
+                listener.run()
             except Exception as exc:
                 logger.warning("Redis relay lost its connection (%s); reconnecting", exc)
-                self._ready.set()
                 time.sleep(1)
             finally:
-                pubsub.close()
+                listener.close()
 
-    def _dispatch(self, channel: bytes, data: bytes) -> None:
+
+class _Listener:
+    """One connection's worth of the relay's listener thread (rebuilt after a disconnect)."""
+
+    def __init__(self, relay: RedisRelay) -> None:
+        self.relay = relay
+        self.pubsub = relay._redis.pubsub()
+        self.subscribed: set[int] = set()  # SUBSCRIBE sent, no UNSUBSCRIBE since
+        self.unconfirmed: dict[int, int] = {}  # SUBSCRIBEs sent and not yet confirmed
+        self.waiting: dict[int, list[Subscription]] = {}  # viewers owed their snapshot
+
+    def run(self) -> None:
+        relay = self.relay
+        self.pubsub.subscribe(relay._control)
+        # After a reconnect, deltas may have been missed: every viewer gets a fresh snapshot.
+        for message_id in relay.watched():
+            self._attach(message_id, relay.of(message_id))
+        while True:
+            self._serve_requests()
+            item = self.pubsub.get_message(timeout=1)
+            if item is not None:
+                self._handle(item)
+
+    def close(self) -> None:
         try:
-            message_id = int(channel.decode()[len(self.prefix):])
-        except ValueError:
+            self.pubsub.close()
+        except Exception as exc:  # already broken: nothing to give back
+            logger.debug("Closing the Redis relay's connection: %s", exc)
+
+    def _serve_requests(self) -> None:
+        relay = self.relay
+        while True:
+            try:
+                action, message_id, subscription = relay._requests.get_nowait()
+            except queue.Empty:
+                return
+            if action == "attach":
+                with relay.lock:
+                    if subscription.closed:
+                        continue
+                    relay.subscribers.setdefault(message_id, set()).add(subscription)
+                self._attach(message_id, [subscription])
+            else:
+                self._detach(message_id)
+
+    def _attach(self, message_id: int, subscriptions: list[Subscription]) -> None:
+        if message_id in self.subscribed and not self.unconfirmed.get(message_id):
+            self._send_snapshot(message_id, subscriptions)
             return
-        subscribers = self.of(message_id)
-        if not subscribers:
+        self.waiting.setdefault(message_id, []).extend(subscriptions)
+        if message_id not in self.subscribed:
+            self.subscribed.add(message_id)
+            self.unconfirmed[message_id] = self.unconfirmed.get(message_id, 0) + 1
+            self.pubsub.subscribe(self.relay._channel(message_id))
+
+    def _detach(self, message_id: int) -> None:
+        waiting = [s for s in self.waiting.pop(message_id, []) if not s.closed]
+        if waiting:
+            self.waiting[message_id] = waiting
+        if waiting or self.relay.of(message_id) or message_id not in self.subscribed:
             return
-        payload = json.loads(data)
-        event = End() if payload.get("end") else Delta(payload["o"], payload["t"])
-        for subscription in subscribers:
-            subscription.deliver(event)
+        self.subscribed.discard(message_id)
+        self.pubsub.unsubscribe(self.relay._channel(message_id))
+
+    def _send_snapshot(self, message_id: int, subscriptions: list[Subscription]) -> None:
+        channel = self.relay._channel(message_id)
+        text, ended = self.relay._redis.mget(f"{channel}:text", f"{channel}:end")
+        events: list[Delta | End] = [Delta(0, text.decode("utf-8"))] if text else []
+        if ended:  # it ended before this channel was confirmed: its end message was missed
+            events.append(End())
+        for subscription in subscriptions:
+            for event in events:
+                subscription.deliver(event)
+
+    def _handle(self, item: dict) -> None:
+        relay = self.relay
+        channel = item["channel"].decode()
+        if not channel.startswith(relay.prefix):
+            return  # the control channel: it only wakes this thread up
+        message_id = int(channel[len(relay.prefix):])
+        kind = item["type"]
+        if kind == "subscribe":
+            remaining = self.unconfirmed.get(message_id, 0) - 1
+            if remaining > 0:
+                self.unconfirmed[message_id] = remaining
+                return
+            self.unconfirmed.pop(message_id, None)
+            waiting = self.waiting.pop(message_id, [])
+            if message_id in self.subscribed:
+                self._send_snapshot(message_id, waiting)
+        elif kind == "message":
+            waiting = self.waiting.get(message_id, ())
+            subscribers = [s for s in relay.of(message_id) if s not in waiting]
+            if not subscribers:
+                return
+            payload = json.loads(item["data"])
+            event = End() if payload.get("end") else Delta(payload["o"], payload["t"])
+            for subscription in subscribers:
+                subscription.deliver(event)
 
 
 class Watchdog:

@@ -1,0 +1,124 @@
+"""The Redis relay between processes, with two relays on one Redis standing for two processes:
+what a viewer of a reply generated elsewhere receives, and what each process listens to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+
+import pytest
+import redis
+
+from conftest import wait_for
+from conversations.broker import Delta, End, RedisRelay
+
+REDIS_TEST_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}")
+        pytest.skip(f"Redis is not reachable at {REDIS_TEST_URL}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"chatsite-test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def generating(prefix, redis_client) -> RedisRelay:
+    """The process that generates the replies."""
+    return RedisRelay(REDIS_TEST_URL, prefix)
+
+
+@pytest.fixture
+def viewing(prefix, redis_client) -> RedisRelay:
+    """Another process, where the member's browser is connected."""
+    return RedisRelay(REDIS_TEST_URL, prefix)
+
+
+def text_of(events: list) -> str:
+    """Reassemble a reply from deltas as the stream view does: by offset, overlaps dropped."""
+    text = ""
+    for item in events:
+        if isinstance(item, Delta):
+            assert item.offset <= len(text), f"gap: {item.offset} > {len(text)}"
+            text += item.text[len(text) - item.offset:]
+    return text
+
+
+async def watch(relay: RedisRelay, message_id: int, during=None, timeout: float = 10) -> list:
+    """Subscribe, run ``during()`` in a thread, and collect events until the reply ends."""
+    subscription = relay.subscribe(message_id)
+    events: list = []
+    try:
+        worker = asyncio.create_task(asyncio.to_thread(during)) if during else None
+        async with asyncio.timeout(timeout):
+            while not events or not isinstance(events[-1], End):
+                events.extend(await subscription.get_batch(timeout))
+        if worker:
+            await worker
+    finally:
+        subscription.close()
+    return events
+
+
+def test_a_viewer_elsewhere_gets_the_text_so_far_then_every_delta_once(
+    generating, viewing, prefix, redis_client
+):
+    generating.publish(7, 0, "Hello")
+    generating.publish(7, 5, ", wor")
+    wait_for(lambda: redis_client.get(f"{prefix}:reply:7:text") == b"Hello, wor")
+
+    def rest_of_the_reply() -> None:
+        wait_for(lambda: viewing.of(7))
+        offset = len("Hello, wor")
+        for token in ["ld", "!", " ✓"] + [f" {n}" for n in range(300)]:
+            generating.publish(7, offset, token)
+            offset += len(token)
+        generating.close(7)
+
+    events = asyncio.run(watch(viewing, 7, rest_of_the_reply))
+    assert text_of(events) == "Hello, world! ✓" + "".join(f" {n}" for n in range(300))
+    assert isinstance(events[-1], End)
+
+
+def test_a_viewer_arriving_just_after_the_end_is_told_it_ended(generating, viewing, prefix,
+                                                              redis_client):
+    generating.publish(8, 0, "Done.")
+    generating.close(8)
+    wait_for(lambda: redis_client.exists(f"{prefix}:reply:8:end"))
+    events = asyncio.run(watch(viewing, 8, timeout=5))
+    assert events == [End()]
+
+
+def test_a_process_listens_only_to_the_replies_it_shows(generating, viewing, prefix,
+                                                       redis_client):
+    def listeners(message_id: int) -> int:
+        return dict(redis_client.pubsub_numsub(f"{prefix}:reply:{message_id}"))[
+            f"{prefix}:reply:{message_id}".encode()
+        ]
+
+    shown = threading.Event()
+
+    def meanwhile() -> None:
+        wait_for(lambda: listeners(1) == 1)
+        assert listeners(2) == 0  # another reply, viewed nowhere: nobody parses its tokens
+        generating.publish(2, 0, "not shown here")
+        generating.publish(1, 0, "shown")
+        generating.close(1)
+        shown.set()
+
+    events = asyncio.run(watch(viewing, 1, meanwhile))
+    assert shown.is_set() and text_of(events) == "shown"
+    wait_for(lambda: listeners(1) == 0)  # the last viewer left: unsubscribed
