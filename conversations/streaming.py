@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.utils.html import escape
@@ -47,6 +47,31 @@ def release_connection() -> None:
         connection.close()
 
 
+def release_request_thread() -> None:
+    """Let this request's worker thread go while its stream stays open.
+
+    Django serves each ASGI request in an asgiref ``ThreadSensitiveContext``, whose one worker
+    thread (the middleware's and the view's synchronous code) normally lives until the
+    response is sent: for a stream open for hours, an idle OS thread per viewer. Once the body
+    streams, the middleware and the view are done with it, so it can stop; a later synchronous
+    step of the stream gets a new one (``run_sync``), released again right after.
+    """
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None:
+        return
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+async def run_sync(function, *args):
+    """Run a synchronous step of a stream, holding no thread or connection afterwards."""
+    try:
+        return await sync_to_async(function)(*args)
+    finally:
+        release_request_thread()
+
+
 def _load_sync(message_id: int) -> Message | None:
     try:
         return Message.objects.filter(pk=message_id).first()
@@ -54,13 +79,15 @@ def _load_sync(message_id: int) -> Message | None:
         release_connection()
 
 
-_load = sync_to_async(_load_sync)
+async def _load(message_id: int) -> Message | None:
+    return await run_sync(_load_sync, message_id)
 
 
 async def reply_events(
     message_id: int, offset: int, render_final: Callable[[Message], Awaitable[str]]
 ) -> AsyncIterator[str]:
     """Yield the SSE events of reply ``message_id`` from ``offset`` until it is final."""
+    release_request_thread()
     sent = offset
     keepalive = settings.CHATSITE_KEEPALIVE_SECONDS
     broker = get_broker()

@@ -20,7 +20,7 @@ from . import exports, selectors, services
 from .forms import MessageForm, RenameForm, SetupForm
 from .middleware import users_exist
 from .models import Conversation, Message
-from .streaming import release_connection, reply_events
+from .streaming import release_connection, reply_events, run_sync
 
 
 def _chat_page(
@@ -182,8 +182,11 @@ async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse
         finally:
             release_connection()
 
+    async def render_final_async(final: Message) -> str:
+        return await run_sync(render_final, final)
+
     response = StreamingHttpResponse(
-        reply_events(message.pk, offset, sync_to_async(render_final)),
+        reply_events(message.pk, offset, render_final_async),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache, no-store"

@@ -191,3 +191,30 @@ def test_reply_of_a_killed_process_ends_interrupted_not_streaming(
     assert reply.status == "interrupted"
     assert reply.content.startswith("t0 t1 ")
     assert events[-1].event == "done" and "Retry" in events[-1].data
+
+
+def _threads(server: Server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def test_viewers_left_open_hold_no_thread_each(servers, user, api_key, fake_upstream):
+    # A tab left open for hours costs a socket and a little memory, not an OS thread: one
+    # server process holds thousands of viewers.
+    generator, viewer = servers
+    fake_upstream.queue(Scenario(tokens=["a", "b"], hang_after=0))
+    session = browser_session(user, generator, viewer)
+    reply = send(session, generator, api_key)
+    streams = []
+    try:
+        for server in (generator, viewer):  # viewers of a local reply, and of another process's
+            before = _threads(server)
+            opened = [session.get(f"{server.url}/m/{reply.pk}/stream", stream=True, timeout=10)
+                      for _ in range(30)]
+            streams += opened
+            time.sleep(1)
+            assert _threads(server) - before < 5, "each open stream holds a thread"
+    finally:
+        for response in streams:
+            response.close()
+        fake_upstream.release()
