@@ -289,6 +289,11 @@ class RedisRelay(_Fanout):
         return f"{self.prefix}{message_id}"
 
     def _ensure_threads(self) -> None:
+        writer, listener = self._writer, self._listener
+        if writer is not None and listener is not None and writer.is_alive() and (
+            listener.is_alive()
+        ):
+            return  # the common case, once per token: no lock
         with self._start_lock:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_forever,

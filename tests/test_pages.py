@@ -194,6 +194,24 @@ def test_logout_from_the_page_form_ends_the_session(user):
     assert browser.get("/")["Location"] == "/accounts/login/?next=/"
 
 
+def test_a_member_changes_their_password_from_the_chat_page(user):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    link = page(browser.get("/")).find("a", href="/accounts/password_change/")
+    assert link.text == "Change password"
+    form = page(browser.get(link.attrs["href"]))
+    response = browser.post("/accounts/password_change/", {
+        "csrfmiddlewaretoken": form_token(form),
+        "old_password": PASSWORD, "new_password1": "a new long passphrase 42",
+        "new_password2": "a new long passphrase 42",
+    })
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/password_change/done/"
+    user.refresh_from_db()
+    assert user.check_password("a new long passphrase 42")
+    assert browser.get("/").status_code == 200  # still logged in
+
+
 @pytest.mark.django_db
 def test_logout_by_get_is_refused(alice):
     assert alice.get("/accounts/logout/").status_code == 405
