@@ -201,11 +201,6 @@ def _generate(reply: Reply) -> None:
             "error_type": "decryption",
         })
         return
-    # Every reply of a key would otherwise write this one row: keep it to the minute.
-    now = timezone.now()
-    type(key).objects.filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION), pk=key.pk
-    ).update(last_used_at=now)
     _stream(reply, credentials, message)
 
 
@@ -312,8 +307,23 @@ def _finish(
                 pk=reply.message_id
             )
             usage_records.record(message, reply.prompt_estimate)
+            _mark_key_used(message.api_key)
 
     _with_db_retries(write, what=f"finishing reply {reply.message_id}")
+
+
+def _mark_key_used(key) -> None:
+    """Record when the key was last used, to the minute: in the reply's final transaction, and
+    not at all when it was recorded less than a minute ago, so that the replies of a busy key do
+    not each write its row (SQLite has one writer; on PostgreSQL they would queue on the row)."""
+    if key is None:
+        return
+    now = timezone.now()
+    if key.last_used_at is not None and key.last_used_at >= now - LAST_USED_PRECISION:
+        return
+    type(key).objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION), pk=key.pk
+    ).update(last_used_at=now)
 
 
 def _flush_forever() -> None:

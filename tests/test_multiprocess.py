@@ -218,3 +218,5 @@ def test_viewers_left_open_hold_no_thread_each(servers, user, api_key, fake_upst
         for response in streams:
             response.close()
         fake_upstream.release()
+        # Let the server finish writing the reply before the test's database is emptied.
+        wait_for(lambda: Message.objects.get(pk=reply.pk).status not in Message.UNFINISHED, 10)

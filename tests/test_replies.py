@@ -222,6 +222,17 @@ def test_a_reply_finishing_while_the_database_is_busy_is_still_stored_complete(
     assert reply.total_tokens == 7 + 5
 
 
+def test_the_key_records_when_it_was_last_used_to_the_minute(alice, api_key, fake_upstream):
+    assert api_key.last_used_at is None
+    finished(send(alice, api_key))
+    api_key.refresh_from_db()
+    first_use = api_key.last_used_at
+    assert first_use is not None and timezone.now() - first_use < timedelta(seconds=10)
+    finished(send(alice, api_key))  # within the minute: the key's row is not written again
+    api_key.refresh_from_db()
+    assert api_key.last_used_at == first_use
+
+
 def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstream):
     tokens = [f"t{i} " for i in range(120)]
     fake_upstream.queue(Scenario(tokens=tokens, token_delay=0.01))
