@@ -30,6 +30,24 @@ def post_message(client, key, model="gpt-4o-mini", text="Hello"):
     return client.post("/c/new/messages", {"content": text, "model": f"{key.pk}:{model}"})
 
 
+def post_in_parallel(user, key, count: int) -> list[int]:
+    """Send ``count`` messages as ``user`` at once, from as many browsers; return the statuses."""
+    statuses: list[int] = []
+
+    def one() -> None:
+        client = Client()
+        client.force_login(user)
+        statuses.append(post_message(client, key).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def finished(pk: int) -> Message:
     return wait_for(lambda: (m := Message.objects.get(pk=pk)).status not in Message.UNFINISHED
                     and m)
@@ -231,19 +249,7 @@ def test_the_per_minute_limit_holds_across_the_turn_of_a_minute(alice, user, api
 @pytest.mark.django_db(transaction=True)
 def test_parallel_messages_cannot_slip_past_the_per_minute_limit(user, api_key, fake_upstream):
     UserLimit.objects.create(user=user, requests_per_minute=3)
-    statuses: list[int] = []
-
-    def one() -> None:
-        client = Client()
-        client.force_login(user)
-        statuses.append(post_message(client, api_key).status_code)
-        connection.close()
-
-    threads = [threading.Thread(target=one) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = post_in_parallel(user, api_key, 8)
     assert sorted(statuses) == [302] * 3 + [400] * 5
     assert Message.objects.filter(role="user").count() == 3
     for reply in Message.objects.filter(role="assistant"):
@@ -386,19 +392,7 @@ def test_the_database_keeps_one_usage_row_per_day_even_without_a_team_or_key(use
 def test_concurrent_first_replies_of_a_day_are_each_counted_once_in_one_row(user, api_key,
                                                                           fake_upstream):
     fake_upstream.default = Scenario(first_token_delay=0.3)  # the replies finish together
-    replies: list[int] = []
-
-    def one() -> None:
-        client = Client()
-        client.force_login(user)
-        assert post_message(client, api_key).status_code == 302
-        connection.close()
-
-    threads = [threading.Thread(target=one) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert post_in_parallel(user, api_key, 6) == [302] * 6
     replies = list(Message.objects.filter(role="assistant").values_list("pk", flat=True))
     assert len(replies) == 6
     for pk in replies:
