@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, TextField, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -339,26 +339,48 @@ def _flush_forever() -> None:
             connection.close()
 
 
+FLUSH_BATCH = 200  # replies per UPDATE statement
+
+
 def flush() -> None:
-    """Write the text of every live reply that changed, renew leases, and notice Stops."""
+    """Write the text of every live reply that changed, renew leases, and notice Stops.
+
+    One UPDATE per batch of replies (a CASE on the id), not one per reply: on a busy process
+    every statement waits for the GIL again, and on SQLite the single writer is held meanwhile.
+    """
     with _replies_lock:
         replies = list(_replies.values())
+    if not replies:
+        return
     now = time.monotonic()
-    stopped: list[Reply] = []
-    with transaction.atomic():
-        for reply in replies:
-            with reply.lock:
-                if reply.final or not (reply.dirty or now - reply.lease_renewed >= lease_renew_seconds()):
-                    continue
-                reply.dirty = False
-            reply.lease_renewed = now
-            updated = Message.objects.filter(
-                pk=reply.message_id, status__in=Message.UNFINISHED, cancel_requested=False
-            ).update(content=reply.text(), lease_expires_at=timezone.now() + lease())
-            if not updated and not reply.final:
-                stopped.append(reply)
-    for reply in stopped:
-        if Message.objects.filter(pk=reply.message_id, cancel_requested=True).exists():
+    texts: dict[int, str] = {}
+    for reply in replies:
+        with reply.lock:
+            if reply.final or not (
+                reply.dirty or now - reply.lease_renewed >= lease_renew_seconds()
+            ):
+                continue
+            reply.dirty = False
+        reply.lease_renewed = now
+        texts[reply.message_id] = reply.text()
+    pending = list(texts.items())
+    for start in range(0, len(pending), FLUSH_BATCH):
+        batch = pending[start:start + FLUSH_BATCH]
+        Message.objects.filter(
+            pk__in=[pk for pk, _text in batch], status__in=Message.UNFINISHED,
+            cancel_requested=False,
+        ).update(
+            content=Case(*(When(pk=pk, then=Value(text)) for pk, text in batch),
+                         output_field=TextField()),
+            lease_expires_at=timezone.now() + lease(),
+        )
+    # A Stop pressed in another process only sets the flag: look for it on every live reply,
+    # stalled ones included, so that it takes effect within one flush interval.
+    stopped = set(Message.objects.filter(
+        pk__in=[reply.message_id for reply in replies], cancel_requested=True
+    ).values_list("pk", flat=True))
+    for reply in replies:
+        if reply.message_id in stopped and not reply.cancelled.is_set():
             reply.cancel()
 
 

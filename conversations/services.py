@@ -76,9 +76,11 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-def _start_reply(*, conversation: Conversation) -> Message:
-    """Check access and limits for the conversation's owner, then queue a new reply."""
-    owner, key, model = conversation.owner, conversation.api_key, conversation.model
+def _reply_team(*, owner, key: ApiKey | None, model: str):
+    """Check that ``owner`` may use ``model`` on ``key`` and is within their limits; return the
+    team the reply counts against (or None). Only reads, so callers can run it before their
+    write transaction: on SQLite, whose one writer is taken when a transaction begins, checks
+    inside it would hold every other writer back."""
     if not selectors.may_use(user=owner, key=key, model=model):
         raise ValidationError(
             _("You may no longer use %(model)s with this key. Pick another model.")
@@ -87,17 +89,29 @@ def _start_reply(*, conversation: Conversation) -> Message:
         )
     team = selectors.team_for(user=owner, key=key)
     limits.check(user=owner, team=team)
+    return team
+
+
+def _queue_reply(*, conversation: Conversation, team) -> Message:
+    """Store a new pending reply; generation starts once the transaction commits."""
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
-        api_key=key,
+        api_key=conversation.api_key,
         team=team,
-        model=model,
+        model=conversation.model,
         lease_expires_at=timezone.now() + generation.lease(),
     )
     transaction.on_commit(lambda: generation.start(reply.pk))
     return reply
+
+
+def _start_reply(*, conversation: Conversation) -> Message:
+    """Check access and limits for the conversation's owner, then queue a new reply."""
+    team = _reply_team(owner=conversation.owner, key=conversation.api_key,
+                       model=conversation.model)
+    return _queue_reply(conversation=conversation, team=team)
 
 
 def _clean_content(content: str) -> str:
@@ -112,23 +126,24 @@ def _clean_content(content: str) -> str:
     return content
 
 
-@transaction.atomic
 def message_send(
     *, owner, conversation: Conversation | None, content: str, api_key: ApiKey, model: str
 ) -> tuple[Message, Message]:
     """Store the member's message (in a new conversation if none) and start the reply."""
     content = _clean_content(content)
-    if conversation is None:
-        conversation = Conversation(owner=owner)
-    conversation.api_key = api_key
-    conversation.model = model
-    if not conversation.title:
-        conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
-    conversation.save()
-    question = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=content, model=model,
-    )
-    return question, _start_reply(conversation=conversation)
+    team = _reply_team(owner=owner, key=api_key, model=model)
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation(owner=owner)
+        conversation.api_key = api_key
+        conversation.model = model
+        if not conversation.title:
+            conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
+        conversation.save()
+        question = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=content, model=model,
+        )
+        return question, _queue_reply(conversation=conversation, team=team)
 
 
 def _ensure_idle(conversation: Conversation) -> None:

@@ -233,6 +233,22 @@ def test_the_key_records_when_it_was_last_used_to_the_minute(alice, api_key, fak
     assert api_key.last_used_at == first_use
 
 
+def test_stop_from_another_process_ends_a_stalled_reply_within_a_second(
+    alice, api_key, fake_upstream
+):
+    fake_upstream.queue(Scenario(tokens=["Kept", " never"], hang_after=1))
+    reply = send(alice, api_key)
+    wait_for(lambda: Message.objects.get(pk=reply.pk).content == "Kept", 5)
+    time.sleep(0.5)  # nothing new to write: the reply's row is not touched any more
+    started = time.monotonic()
+    # What the Stop button does in a process that is not generating this reply.
+    Message.objects.filter(pk=reply.pk).update(cancel_requested=True)
+    reply = finished(reply, 5)
+    assert time.monotonic() - started < 1.0
+    assert reply.status == "cancelled" and reply.content == "Kept"
+    assert fake_upstream.wait_for_disconnect(2), "the upstream connection stayed open"
+
+
 def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstream):
     tokens = [f"t{i} " for i in range(120)]
     fake_upstream.queue(Scenario(tokens=tokens, token_delay=0.01))
