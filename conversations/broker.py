@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -61,6 +62,7 @@ class Subscription:
         self.known = 0  # how much of the reply the feed has delivered (used by the poller)
         self.local = False  # fed by a generation in this process
         self.closed = False
+        self.awaiting_snapshot = False  # relayed: no delta before the text so far
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
@@ -356,6 +358,9 @@ class RedisRelay(_Fanout):
     # Subscribing side (stream views ask; the listener thread does the work).
     def subscribe(self, message_id: int) -> Subscription:
         subscription = Subscription(message_id, on_close=self.remove)
+        subscription.awaiting_snapshot = True
+        # Watched at once, so the watchdog ends it even if Redis cannot be reached.
+        self.add(subscription)
         self._requests.put(("attach", message_id, subscription))
         with self._outbox_lock:
             self._wake_listener = True
@@ -385,6 +390,8 @@ class RedisRelay(_Fanout):
                 time.sleep(1)
             finally:
                 listener.close()
+            if not self.watched() and self._requests.empty():
+                return  # nobody to listen for: the next subscribe starts a new listener
 
 
 class _Listener:
@@ -396,13 +403,17 @@ class _Listener:
         self.subscribed: set[int] = set()  # SUBSCRIBE sent, no UNSUBSCRIBE since
         self.unconfirmed: dict[int, int] = {}  # SUBSCRIBEs sent and not yet confirmed
         self.waiting: dict[int, list[Subscription]] = {}  # viewers owed their snapshot
+        self.attached: weakref.WeakSet[Subscription] = weakref.WeakSet()
 
     def run(self) -> None:
         relay = self.relay
         self.pubsub.subscribe(relay._control)
         # After a reconnect, deltas may have been missed: every viewer gets a fresh snapshot.
         for message_id in relay.watched():
-            self._attach(message_id, relay.of(message_id))
+            subscriptions = relay.of(message_id)
+            for subscription in subscriptions:
+                subscription.awaiting_snapshot = True
+            self._attach(message_id, subscriptions)
         while True:
             self._serve_requests()
             item = self.pubsub.get_message(timeout=1)
@@ -423,15 +434,14 @@ class _Listener:
             except queue.Empty:
                 return
             if action == "attach":
-                with relay.lock:
-                    if subscription.closed:
-                        continue
-                    relay.subscribers.setdefault(message_id, set()).add(subscription)
-                self._attach(message_id, [subscription])
+                # A listener that (re)connected has attached every watched viewer already.
+                if not subscription.closed and subscription not in self.attached:
+                    self._attach(message_id, [subscription])
             else:
                 self._detach(message_id)
 
     def _attach(self, message_id: int, subscriptions: list[Subscription]) -> None:
+        self.attached.update(subscriptions)
         if message_id in self.subscribed and not self.unconfirmed.get(message_id):
             self._send_snapshot(message_id, subscriptions)
             return
@@ -459,6 +469,7 @@ class _Listener:
         for subscription in subscriptions:
             for event in events:
                 subscription.deliver(event)
+            subscription.awaiting_snapshot = False
 
     def _handle(self, item: dict) -> None:
         relay = self.relay
@@ -477,8 +488,7 @@ class _Listener:
             if message_id in self.subscribed:
                 self._send_snapshot(message_id, waiting)
         elif kind == "message":
-            waiting = self.waiting.get(message_id, ())
-            subscribers = [s for s in relay.of(message_id) if s not in waiting]
+            subscribers = [s for s in relay.of(message_id) if not s.awaiting_snapshot]
             if not subscribers:
                 return
             payload = json.loads(item["data"])

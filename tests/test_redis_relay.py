@@ -7,12 +7,16 @@ import asyncio
 import os
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
+from django.db import connection
+from django.utils import timezone
 
 from conftest import wait_for
-from conversations.broker import Delta, End, RedisRelay
+from conversations.broker import Broker, Delta, End, RedisRelay
+from conversations.models import Conversation, Message
 
 REDIS_TEST_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -47,6 +51,11 @@ def viewing(prefix, redis_client) -> RedisRelay:
     return RedisRelay(REDIS_TEST_URL, prefix)
 
 
+def listeners(client: redis.Redis, channel: str) -> int:
+    """How many connections are subscribed to ``channel``."""
+    return dict(client.pubsub_numsub(channel))[channel.encode()]
+
+
 def text_of(events: list) -> str:
     """Reassemble a reply from deltas as the stream view does: by offset, overlaps dropped."""
     text = ""
@@ -57,7 +66,7 @@ def text_of(events: list) -> str:
     return text
 
 
-async def watch(relay: RedisRelay, message_id: int, during=None, timeout: float = 10) -> list:
+async def watch(relay: RedisRelay | Broker, message_id: int, during=None, timeout: float = 10) -> list:
     """Subscribe, run ``during()`` in a thread, and collect events until the reply ends."""
     subscription = relay.subscribe(message_id)
     events: list = []
@@ -81,7 +90,7 @@ def test_a_viewer_elsewhere_gets_the_text_so_far_then_every_delta_once(
     wait_for(lambda: redis_client.get(f"{prefix}:reply:7:text") == b"Hello, wor")
 
     def rest_of_the_reply() -> None:
-        wait_for(lambda: viewing.of(7))
+        wait_for(lambda: listeners(redis_client, f"{prefix}:reply:7") == 1)  # live from here
         offset = len("Hello, wor")
         for token in ["ld", "!", " ✓"] + [f" {n}" for n in range(300)]:
             generating.publish(7, offset, token)
@@ -104,16 +113,11 @@ def test_a_viewer_arriving_just_after_the_end_is_told_it_ended(generating, viewi
 
 def test_a_process_listens_only_to_the_replies_it_shows(generating, viewing, prefix,
                                                        redis_client):
-    def listeners(message_id: int) -> int:
-        return dict(redis_client.pubsub_numsub(f"{prefix}:reply:{message_id}"))[
-            f"{prefix}:reply:{message_id}".encode()
-        ]
-
     shown = threading.Event()
 
     def meanwhile() -> None:
-        wait_for(lambda: listeners(1) == 1)
-        assert listeners(2) == 0  # another reply, viewed nowhere: nobody parses its tokens
+        wait_for(lambda: listeners(redis_client, f"{prefix}:reply:1") == 1)
+        assert listeners(redis_client, f"{prefix}:reply:2") == 0  # another reply, viewed nowhere: nobody parses its tokens
         generating.publish(2, 0, "not shown here")
         generating.publish(1, 0, "shown")
         generating.close(1)
@@ -121,4 +125,23 @@ def test_a_process_listens_only_to_the_replies_it_shows(generating, viewing, pre
 
     events = asyncio.run(watch(viewing, 1, meanwhile))
     assert shown.is_set() and text_of(events) == "shown"
-    wait_for(lambda: listeners(1) == 0)  # the last viewer left: unsubscribed
+    wait_for(lambda: listeners(redis_client, f"{prefix}:reply:1") == 0)  # the last viewer left: unsubscribed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_unreachable_a_viewer_still_learns_that_the_reply_ended(user, api_key):
+    broker = Broker("redis://127.0.0.1:1/0")  # nothing listens there
+    conversation = Conversation.objects.create(owner=user, api_key=api_key, model="gpt-4o-mini")
+    reply = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
+        lease_expires_at=timezone.now() + timedelta(hours=1),
+    )
+
+    def finished_in_another_process() -> None:
+        Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE,
+                                                   content="Done", lease_expires_at=None)
+        broker.watchdog.check()  # what this process's watchdog does every keep-alive interval
+        connection.close()
+
+    events = asyncio.run(watch(broker, reply.pk, finished_in_another_process, timeout=5))
+    assert events == [End()]
