@@ -56,10 +56,14 @@ def release_request_thread() -> None:
     streams, the middleware and the view are done with it, so it can stop; a later synchronous
     step of the stream gets a new one (``run_sync``), released again right after.
     """
-    context = SyncToAsync.thread_sensitive_context.get(None)
+    variable = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    if variable is None or executors is None:  # another asgiref: keep the thread, stay correct
+        return
+    context = variable.get(None)
     if context is None:
         return
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    executor = executors.pop(context, None)
     if executor is not None:
         executor.shutdown(wait=False)
 
