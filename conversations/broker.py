@@ -176,13 +176,18 @@ class _Fanout:
         with self.lock:
             self.subscribers.setdefault(subscription.message_id, set()).add(subscription)
 
-    def remove(self, subscription: Subscription) -> None:
+    def remove(self, subscription: Subscription) -> bool:
+        """Drop ``subscription``; return whether it was its reply's last one here."""
         with self.lock:
+            subscription.closed = True
             subscribers = self.subscribers.get(subscription.message_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self.subscribers[subscription.message_id]
+            if subscribers is None:
+                return False
+            subscribers.discard(subscription)
+            if subscribers:
+                return False
+            del self.subscribers[subscription.message_id]
+            return True
 
     def of(self, message_id: int) -> list[Subscription]:
         with self.lock:
@@ -368,17 +373,11 @@ class RedisRelay(_Fanout):
         self._outbox_ready.set()
         return subscription
 
-    def remove(self, subscription: Subscription) -> None:
-        with self.lock:
-            subscription.closed = True
-            subscribers = self.subscribers.get(subscription.message_id)
-            if subscribers is None:
-                return
-            subscribers.discard(subscription)
-            if subscribers:
-                return
-            del self.subscribers[subscription.message_id]
-        self._requests.put(("detach", subscription.message_id, None))
+    def remove(self, subscription: Subscription) -> bool:
+        last = super().remove(subscription)
+        if last:  # the listener unsubscribes from the reply's channel
+            self._requests.put(("detach", subscription.message_id, None))
+        return last
 
     def _listen_forever(self) -> None:
         while True:
