@@ -213,6 +213,11 @@ def server_env(
     env.update({
         "DJANGO_SETTINGS_MODULE": "chatsite.settings",
         "DJANGO_DEBUG": "true" if debug else "false",
+        # Production settings behind a TLS-terminating proxy, which the load generator plays
+        # (it sends X-Forwarded-Proto: https from 127.0.0.1).
+        "CHATSITE_PRODUCTION": "false" if debug else "true",
+        "DJANGO_BEHIND_TLS_PROXY": "false" if debug else "true",
+        "CHATSITE_TRUSTED_PROXIES": "127.0.0.1",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "CHATSITE_ENCRYPTION_KEYS": Fernet.generate_key().decode(),

@@ -399,7 +399,7 @@ class Run:
             "CHATSITE_MAX_GENERATIONS": str(args.max_generations or needed),
             # Idle replies wait for a first token for the whole run: longer than the app's
             # 120 s read timeout could be.
-            "CHATSITE_READ_TIMEOUT": "3600",
+            "CHATSITE_FIRST_TOKEN_TIMEOUT": "3600", "CHATSITE_IDLE_TIMEOUT": "3600",
             # The load generator is the TLS-terminating proxy (X-Forwarded-Proto: https).
             "DJANGO_BEHIND_TLS_PROXY": "true",
             "DJANGO_SETTINGS_MODULE": args.settings,

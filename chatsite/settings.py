@@ -1,11 +1,14 @@
 """Settings for chatsite, read from environment variables.
 
-Two modes:
+Two modes, both with ``DEBUG`` off unless ``DJANGO_DEBUG=true`` asks for it (development only:
+Django's debug page shows settings and code to whoever hits an error):
 
-- the embedded default (``DJANGO_DEBUG`` unset or true): SQLite in the data directory, one process,
-  and the Django secret key and the encryption key kept in files created there on first run;
-- production (``DJANGO_DEBUG=false``): every required setting must come from the environment, and a
-  missing one stops start-up with ``ImproperlyConfigured``.
+- the embedded default: SQLite in the data directory (created 0700, the database 0600), one
+  process, plain http on 127.0.0.1, and the Django secret key and the encryption key kept in
+  files created there on first run;
+- production (``CHATSITE_PRODUCTION=true``): every required setting must come from the
+  environment (a missing one stops start-up with ``ImproperlyConfigured``), cookies are
+  ``Secure``, and HTTPS is enforced with HSTS.
 
 Every variable is documented in the README and ``.env.example``.
 """
@@ -58,7 +61,7 @@ def require(name: str, why: str) -> str:
     value = os.environ.get(name, "").strip()
     if not value:
         raise ImproperlyConfigured(
-            f"{name} is required when DJANGO_DEBUG is false ({why}). See .env.example."
+            f"{name} is required when CHATSITE_PRODUCTION is true ({why}). See .env.example."
         )
     return value
 
@@ -77,11 +80,19 @@ def local_secret(path: Path, make: callable, what: str, warning: str = "") -> st
     return path.read_text().strip()
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+PRODUCTION = env_bool("CHATSITE_PRODUCTION", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG=true shows code and settings on every error page: it is for development "
+        "only and cannot be combined with CHATSITE_PRODUCTION=true."
+    )
 DATA_DIR = Path(os.environ.get("CHATSITE_DATA_DIR", "") or BASE_DIR / "var").resolve()
-(DATA_DIR / "static").mkdir(parents=True, exist_ok=True)
+# Owner-only: it holds the database and the key files.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+(DATA_DIR / "static").mkdir(exist_ok=True)
 
-if DEBUG:
+if not PRODUCTION:
     SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or local_secret(
         DATA_DIR / "secret_key", get_random_secret_key, "the Django secret key"
     )
@@ -129,6 +140,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later step sees the real client address and only trusted forwarded headers.
+    "conversations.network.trusted_proxy_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -171,8 +184,22 @@ TEMPLATES = [
 ASGI_APPLICATION = "chatsite.asgi.application"
 WSGI_APPLICATION = "chatsite.wsgi.application"
 
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` readable by its owner only, or take the other users' rights away."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 DATABASE_URL = os.environ.get("DATABASE_URL", "") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if not os.environ.get("DATABASE_URL", ""):
+    # The embedded database, owner-only; SQLite gives its -wal and -shm files the same rights.
+    private_file(DATA_DIR / "db.sqlite3")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Generation threads write while requests read: WAL, a busy timeout and immediate
     # transactions keep SQLite from answering "database is locked".
@@ -234,9 +261,12 @@ CHATSITE_REDIS_PREFIX = os.environ.get("CHATSITE_REDIS_PREFIX", "").strip() or "
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's Redis cache, falling back to this process's memory while Redis is
+            # unreachable: pages and sending keep working (/healthz says it is degraded).
+            "BACKEND": "conversations.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CHATSITE_REDIS_PREFIX,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         }
     }
 else:
@@ -248,25 +278,39 @@ else:
     }
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Proxies whose forwarded headers (X-Forwarded-For, X-Forwarded-Proto) are believed: addresses
+# or networks, comma-separated. From any other peer those headers are dropped and the peer's
+# own address is the client's (conversations.network). uvicorn's own proxy-header handling is
+# off (scripts/run passes --no-proxy-headers), so this is the one setting.
+CHATSITE_TRUSTED_PROXIES = env_list("CHATSITE_TRUSTED_PROXIES")
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    if not CHATSITE_TRUSTED_PROXIES:
+        raise ImproperlyConfigured(
+            "DJANGO_BEHIND_TLS_PROXY=true needs CHATSITE_TRUSTED_PROXIES: the address of the "
+            "proxy whose X-Forwarded-Proto is believed (e.g. 127.0.0.1)."
+        )
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Production is served over HTTPS only (behind a TLS-terminating proxy); /healthz stays
 # reachable over plain HTTP for load balancers.
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", PRODUCTION)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+# Preloading is a commitment a site makes on purpose (hard to undo): off unless asked for, so
+# `check --deploy`'s reminder to preload (security.W021) is silenced.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # Login throttling (django-axes): after CHATSITE_LOGIN_FAILURE_LIMIT failed logins for one
 # username from one client address, that pair is locked out for CHATSITE_LOGIN_COOLOFF_MINUTES.
-# The client address is REMOTE_ADDR, which uvicorn sets from X-Forwarded-For when the request
-# comes from a proxy listed in FORWARDED_ALLOW_IPS (default: 127.0.0.1).
+# The client address is REMOTE_ADDR, which conversations.network sets from X-Forwarded-For only
+# when the request comes from one of CHATSITE_TRUSTED_PROXIES.
 AXES_FAILURE_LIMIT = env_int("CHATSITE_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("CHATSITE_LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -297,9 +341,12 @@ CHATSITE_CSP = "; ".join([
     "frame-ancestors 'none'",
 ])
 
-# Upstream: how long to wait for a connection, and for each read of the stream.
+# Upstream: how long to wait for a connection; for the first text of a reply (reasoning models
+# may think for minutes before they write); and for more text once it has started. Keep-alive
+# comments do not count as text. Past a deadline the reply ends, saying which one passed.
 CHATSITE_CONNECT_TIMEOUT = float(os.environ.get("CHATSITE_CONNECT_TIMEOUT", "") or 10)
-CHATSITE_READ_TIMEOUT = float(os.environ.get("CHATSITE_READ_TIMEOUT", "") or 120)
+CHATSITE_FIRST_TOKEN_TIMEOUT = float(os.environ.get("CHATSITE_FIRST_TOKEN_TIMEOUT", "") or 300)
+CHATSITE_IDLE_TIMEOUT = float(os.environ.get("CHATSITE_IDLE_TIMEOUT", "") or 120)
 # Models offered when a key's model list cannot be fetched.
 CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
 CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from conversations.forms import LoginForm
 from conversations.usage_views import usage_admin
 
 urlpatterns = [
@@ -10,7 +11,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Log in and out, and change one's password. No password reset by email: this site sends
     # no mail; an administrator sets a new password in the admin.
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(authentication_form=LoginForm),
+         name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password_change/", auth_views.PasswordChangeView.as_view(),
          name="password_change"),

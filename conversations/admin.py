@@ -6,6 +6,8 @@ and the "Test connection" and "Refresh models" actions report results without it
 
 from __future__ import annotations
 
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -17,21 +19,16 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import crypto, selectors, upstream
+from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
 from .models import ApiKey, AuditEvent, Conversation, Message, Team, UsageDaily, UserLimit
 
 User = get_user_model()
-
-
-def _credentials(key: ApiKey) -> upstream.Credentials:
-    return upstream.Credentials(
-        base_url=key.base_url, secret=crypto.api_key_secret(key),
-        organization=key.organization, project=key.project, key_name=key.name,
-    )
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
     form = ApiKeyAdminForm
     list_display = ["name", "secret_hint", "organization", "project", "base_url", "is_active",
                     "everyone", "last_used_at"]
@@ -56,7 +53,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def test_connection(self, request, queryset) -> None:
         for key in queryset:
             try:
-                models = upstream.list_models(_credentials(key))
+                models = upstream.list_models(crypto.credentials_for(key))
             except (upstream.UpstreamError, crypto.DecryptionError) as error:
                 self.message_user(
                     request, _("%(key)s: failed — %(error)s") % {"key": key.name, "error": error},
@@ -75,7 +72,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def refresh_models(self, request, queryset) -> None:
         for key in queryset:
             try:
-                models = [m for m in upstream.list_models(_credentials(key))
+                models = [m for m in upstream.list_models(crypto.credentials_for(key))
                           if selectors.is_chat_model(m)]
             except (upstream.UpstreamError, crypto.DecryptionError) as error:
                 self.message_user(
@@ -103,14 +100,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
                           % count)
 
 
-class TeamInline(admin.StackedInline):
+class TeamInline(GuardedFieldsMixin, admin.StackedInline):
     model = Team
     can_delete = False
     verbose_name_plural = _("team settings")
     autocomplete_fields = ["default_key"]
 
 
-class KeyGrantInline(admin.TabularInline):
+class KeyGrantInline(GuardedFieldsMixin, admin.TabularInline):
     model = ApiKey.teams.through
     extra = 0
     verbose_name = _("API key granted to this team")
@@ -122,7 +119,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class TeamGroupAdmin(GroupAdmin):
+class TeamGroupAdmin(GuardedAdminMixin, GroupAdmin):
     """Teams are Django groups, with their settings and their keys inline."""
 
     inlines = [TeamInline, KeyGrantInline]
@@ -138,7 +135,7 @@ class TeamGroupAdmin(GroupAdmin):
         return group.members
 
 
-class UserLimitInline(admin.StackedInline):
+class UserLimitInline(GuardedFieldsMixin, admin.StackedInline):
     model = UserLimit
     can_delete = True
     verbose_name_plural = _("chat limits")
@@ -148,14 +145,14 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class ChatUserAdmin(UserAdmin):
+class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
     inlines = [UserLimitInline]
     list_display = ["username", "email", "is_active", "is_staff", "last_login"]
     list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
 
 
 @admin.register(UserLimit)
-class UserLimitAdmin(admin.ModelAdmin):
+class UserLimitAdmin(GuardedAdminMixin, admin.ModelAdmin):
     list_display = ["user", "monthly_token_budget", "requests_per_minute"]
     list_select_related = ["user"]
     search_fields = ["user__username"]
@@ -163,14 +160,14 @@ class UserLimitAdmin(admin.ModelAdmin):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(GuardedAdminMixin, admin.ModelAdmin):
     list_display = ["group", "default_key", "default_model", "monthly_token_budget"]
     list_select_related = ["group", "default_key"]
     search_fields = ["group__name"]
     autocomplete_fields = ["group", "default_key"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(GuardedAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
@@ -200,7 +197,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(GuardedFieldsMixin, admin.TabularInline):
     model = Message
     fields = ["role", "status", "short_content", "model", "api_key", "error_status",
               "error_type", "error_code", "total_tokens", "created_at"]
@@ -221,7 +218,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(GuardedAdminMixin, admin.ModelAdmin):
     """Read-only unless CHATSITE_ADMIN_CAN_EDIT_CONVERSATIONS: admins look, members own."""
 
     list_display = ["__str__", "owner", "model", "api_key", "updated_at"]
@@ -257,3 +254,11 @@ class MessageAdmin(ReadOnlyAdmin):
     list_filter = ["status", "role", "error_type", "api_key", "model", "usage_estimated"]
     search_fields = ["content", "error_message", "error_detail"]
     readonly_fields = [f.name for f in Message._meta.fields]
+
+
+# django-axes' lists of login attempts, with the same guards as ours.
+for _model, _axes_admin in ((AccessAttempt, AccessAttemptAdmin), (AccessLog, AccessLogAdmin),
+                            (AccessFailureLog, AccessFailureLogAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+        admin.site.register(_model, type(_axes_admin.__name__, (GuardedAdminMixin, _axes_admin), {}))

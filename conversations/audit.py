@@ -72,7 +72,9 @@ def _key_saved(sender, instance: ApiKey, created: bool, **kwargs) -> None:
     if not changes:
         return
     action = "key changed"
-    if before.get("is_active") and not instance.is_active:
+    if any(before.get(name) != getattr(instance, name) for name in ApiKey.DESTINATION_FIELDS):
+        action = "key destination changed"
+    elif before.get("is_active") and not instance.is_active:
         action = "key deactivated"
     elif before.get("is_active") is False and instance.is_active:
         action = "key activated"

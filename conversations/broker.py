@@ -34,6 +34,7 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+REDIS_RETRY_SECONDS = 5.0  # after a Redis failure, new viewers follow the database this long
 TEXT_TTL_SECONDS = 3600
 END_TTL_SECONDS = 300
 
@@ -47,6 +48,11 @@ class Delta:
 @dataclass(frozen=True)
 class End:
     pass
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The relay lost its connection: the viewer should follow the database instead."""
 
 
 class Subscription:
@@ -70,7 +76,7 @@ class Subscription:
         self._wake_scheduled = False
         self._ready = asyncio.Event()
 
-    def deliver(self, event: Delta | End) -> None:
+    def deliver(self, event: Delta | End | Lost) -> None:
         """Queue ``event``; callable from any thread."""
         with self._lock:
             self._pending.append(event)
@@ -291,6 +297,15 @@ class RedisRelay(_Fanout):
             queue.SimpleQueue()
         )
         self._listener: threading.Thread | None = None
+        self._down_until = 0.0
+
+    def available(self) -> bool:
+        """Return whether Redis answered lately: while it does not, viewers follow the
+        database (``DatabasePoller``) instead."""
+        return time.monotonic() >= self._down_until
+
+    def mark_down(self) -> None:
+        self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
 
     def _channel(self, message_id: int) -> str:
         return f"{self.prefix}{message_id}"
@@ -339,6 +354,7 @@ class RedisRelay(_Fanout):
                 self._send(batch, wake)
             except Exception as exc:
                 logger.warning("Publishing %s replies to Redis failed: %s", len(batch), exc)
+                self.mark_down()
                 time.sleep(1)  # Redis is down: viewers elsewhere fall back to the database
 
     def _send(self, batch: dict[int, _Outgoing], wake: bool) -> None:
@@ -385,7 +401,12 @@ class RedisRelay(_Fanout):
             try:
                 listener.run()
             except Exception as exc:
-                logger.warning("Redis relay lost its connection (%s); reconnecting", exc)
+                logger.warning("Redis relay lost its connection (%s); its viewers follow the "
+                               "database until it is back", exc)
+                self.mark_down()
+                for message_id in self.watched():
+                    for subscription in self.of(message_id):
+                        subscription.deliver(Lost())
                 time.sleep(1)
             finally:
                 listener.close()
@@ -572,7 +593,7 @@ class Broker:
         if subscription is not None:
             return subscription
         self.watchdog.ensure_running()
-        if self.relay is not None:
+        if self.relay is not None and self.relay.available():
             return self.relay.subscribe(message_id)
         return self.poller.subscribe(message_id)
 

@@ -2,13 +2,29 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import UsernameField
+from django.contrib.auth.forms import AuthenticationForm, UsernameField
 from django.contrib.auth.models import User
+from django.core.validators import MaxLengthValidator
+from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
 from . import crypto
 from .models import ApiKey
 from .selectors import ModelGroup
+
+# The largest number a database integer column holds. A larger id names no row, and SQLite cannot
+# even bind it as a query parameter, so forms refuse it like any other choice that is not offered.
+MAX_ID = connection.ops.integer_field_range("BigIntegerField")[1]
+# Django's own wording (and translations) for a choice that is not offered.
+NOT_A_CHOICE = _("Select a valid choice. That choice is not one of the available choices.")
+
+
+def is_id(value: object) -> bool:
+    """Return whether ``value`` reads as a whole number an integer key column can hold."""
+    try:
+        return 0 < int(str(value)) <= MAX_ID
+    except ValueError:  # not a number, or too many digits for int() to read
+        return False
 
 
 class MessageForm(forms.Form):
@@ -42,6 +58,17 @@ class MessageForm(forms.Form):
 
 class RenameForm(forms.Form):
     title = forms.CharField(label=_("Title"), max_length=200)
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, holding the username to the length a username has: Django only tells
+    the browser (``maxlength``), and a longer one would reach the failed-login log (django-axes),
+    whose column refuses it on PostgreSQL."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        username = self.fields["username"]
+        username.validators.append(MaxLengthValidator(username.max_length))
 
 
 class SetupForm(forms.Form):
@@ -111,7 +138,24 @@ class ApiKeyAdminForm(forms.ModelForm):
         cleaned = super().clean()
         if not self.instance.pk and not cleaned.get("secret"):
             self.add_error("secret", _("Enter the API key."))
+        elif self.instance.pk and not cleaned.get("secret") and self.moved_fields():
+            # Whoever may change a key must not be able to send it somewhere else (their own
+            # server, through "Test connection") without knowing it already.
+            self.add_error("secret", _(
+                "Changing where this key is sent (%(fields)s) needs the secret again: enter "
+                "the API key, or leave those fields as they were."
+            ) % {"fields": ", ".join(
+                str(self.fields[name].label) for name in self.moved_fields()
+            )})
         return cleaned
+
+    def moved_fields(self) -> list[str]:
+        """Return the fields that say where the key is sent whose value this form changes."""
+        return [
+            name for name in ApiKey.DESTINATION_FIELDS
+            if name in self.cleaned_data
+            and (self.cleaned_data[name] or "") != (getattr(self.instance, name) or "")
+        ]
 
     def save(self, commit: bool = True) -> ApiKey:
         key = super().save(commit=False)

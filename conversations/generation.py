@@ -20,12 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import OperationalError, close_old_connections, connection, transaction
+from django.db import (
+    DatabaseError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import Case, Q, TextField, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import crypto, selectors, upstream
+from . import text as text_rules
 from . import usage as usage_records
 from .broker import get_broker
 from .models import Message
@@ -85,7 +92,8 @@ class Reply:
         self.cancelled = threading.Event()
         self.stream: upstream.ChatStream | None = None
         self.lease_renewed = time.monotonic()
-        self.upstream_called = False  # whether any token may have been billed
+        self.upstream_called = False  # whether a request was sent upstream
+        self.refused = False  # the provider refused it before any text: nothing to charge
         self.prompt_estimate = 0
 
     def append(self, text: str) -> None:
@@ -189,10 +197,7 @@ def _generate(reply: Reply) -> None:
         })
         return
     try:
-        credentials = upstream.Credentials(
-            base_url=key.base_url, secret=crypto.api_key_secret(key),
-            organization=key.organization, project=key.project, key_name=key.name,
-        )
+        credentials = crypto.credentials_for(key)
     except crypto.DecryptionError as exc:
         logger.error("API key %r (id %s) cannot be decrypted: %s", key.name, key.pk, exc)
         _finish(reply, Message.Status.ERROR, error={
@@ -218,7 +223,7 @@ def retry_delay(error: upstream.UpstreamError, attempt: int) -> float | None:
     return RETRY_BASE_SECONDS * (2**attempt) * random.uniform(0.8, 1.2)
 
 
-def _stream(reply: Reply, credentials: upstream.Credentials, message: Message) -> None:
+def _stream(reply: Reply, credentials: crypto.Credentials, message: Message) -> None:
     context = selectors.context_for(message)
     reply.prompt_estimate = usage_records.estimate_prompt_tokens(context)
     # A reply can stream for minutes: hold no database connection meanwhile (the flusher
@@ -249,7 +254,9 @@ def _stream(reply: Reply, credentials: upstream.Credentials, message: Message) -
         except upstream.UpstreamError as exc:
             if reply.cancelled.is_set():
                 break
-            delay = None if reply.has_text() else retry_delay(exc, attempt)
+            # Only a request the provider refused is sent again: once it accepted one (and may
+            # bill it), or text has arrived, the member decides with Retry.
+            delay = None if (reply.has_text() or exc.accepted) else retry_delay(exc, attempt)
             logger.warning(
                 "Upstream error on reply %s with API key %r (id %s), attempt %s: %s; %s%s",
                 reply.message_id, credentials.key_name, message.api_key_id, attempt + 1, exc,
@@ -260,12 +267,13 @@ def _stream(reply: Reply, credentials: upstream.Credentials, message: Message) -
                 if reply.cancelled.wait(delay):
                     break
                 continue
+            reply.refused = not (exc.accepted or reply.has_text())
             _finish(reply, Message.Status.ERROR, finish_reason=finish_reason, usage=usage, error={
                 "error_message": exc.message,
                 "error_detail": exc.detail,
                 "error_status": exc.status,
                 "error_type": exc.kind,
-                "error_code": exc.code or exc.error_type,
+                "error_code": (exc.code or exc.error_type)[:100],
             })
             return
         finally:
@@ -296,20 +304,34 @@ def _finish(
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
         )
+    elif reply.refused:
+        # A 4xx/5xx or a refused connection before any text bills nothing: zero, not an
+        # estimate of a prompt the provider never took.
+        fields.update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 
     @transaction.atomic
     def write() -> None:
         finished = Message.objects.filter(
             pk=reply.message_id, status__in=Message.UNFINISHED
         ).update(**fields)
-        if finished and reply.upstream_called:
-            message = Message.objects.select_related("conversation", "api_key").get(
-                pk=reply.message_id
-            )
-            usage_records.record(message, reply.prompt_estimate)
-            _mark_key_used(message.api_key)
+        if not finished or not reply.upstream_called or (reply.refused and usage is None):
+            return
+        message = Message.objects.select_related("conversation", "api_key").get(
+            pk=reply.message_id
+        )
+        usage_records.record(message, reply.prompt_estimate)
+        _mark_key_used(message.api_key)
 
-    _with_db_retries(write, what=f"finishing reply {reply.message_id}")
+    try:
+        _with_db_retries(write, what=f"finishing reply {reply.message_id}")
+    except (DatabaseError, ValueError):
+        # Text is cleaned where it enters, so this should not happen; if the database still
+        # refuses a value, store it cleaned rather than lose the reply.
+        logger.exception("Finishing reply %s failed; writing it again cleaned", reply.message_id)
+        for name, value in fields.items():
+            if isinstance(value, str):
+                fields[name] = text_rules.clean(value)
+        _with_db_retries(write, what=f"finishing reply {reply.message_id} (cleaned)")
 
 
 def _mark_key_used(key) -> None:
@@ -343,10 +365,13 @@ FLUSH_BATCH = 200  # replies per UPDATE statement
 
 
 def flush() -> None:
-    """Write the text of every live reply that changed, renew leases, and notice Stops.
+    """Hang up on replies past a deadline, write the text of every live reply that changed,
+    renew leases, and notice Stops.
 
     One UPDATE per batch of replies (a CASE on the id), not one per reply: on a busy process
     every statement waits for the GIL again, and on SQLite the single writer is held meanwhile.
+    A batch the database refuses is written again reply by reply, so that one reply's write can
+    never cost another its text or its lease.
     """
     with _replies_lock:
         replies = list(_replies.values())
@@ -355,6 +380,9 @@ def flush() -> None:
     now = time.monotonic()
     texts: dict[int, str] = {}
     for reply in replies:
+        stream = reply.stream
+        if stream is not None and not reply.final:
+            stream.check_deadlines(now)
         with reply.lock:
             if reply.final or not (
                 reply.dirty or now - reply.lease_renewed >= lease_renew_seconds()
@@ -366,14 +394,13 @@ def flush() -> None:
     pending = list(texts.items())
     for start in range(0, len(pending), FLUSH_BATCH):
         batch = pending[start:start + FLUSH_BATCH]
-        Message.objects.filter(
-            pk__in=[pk for pk, _text in batch], status__in=Message.UNFINISHED,
-            cancel_requested=False,
-        ).update(
-            content=Case(*(When(pk=pk, then=Value(text)) for pk, text in batch),
-                         output_field=TextField()),
-            lease_expires_at=timezone.now() + lease(),
-        )
+        try:
+            _write_texts(batch)
+        except (DatabaseError, ValueError):  # ValueError: a value the driver cannot encode
+            logger.warning("Writing %s streamed replies at once failed; writing them one by one",
+                           len(batch), exc_info=True)
+            for item in batch:
+                _write_text_alone(*item)
     # A Stop pressed in another process only sets the flag: look for it on every live reply,
     # stalled ones included, so that it takes effect within one flush interval.
     stopped = set(Message.objects.filter(
@@ -382,6 +409,32 @@ def flush() -> None:
     for reply in replies:
         if reply.message_id in stopped and not reply.cancelled.is_set():
             reply.cancel()
+
+
+def _write_texts(batch: list[tuple[int, str]]) -> None:
+    Message.objects.filter(
+        pk__in=[pk for pk, _text in batch], status__in=Message.UNFINISHED,
+        cancel_requested=False,
+    ).update(
+        content=Case(*(When(pk=pk, then=Value(text)) for pk, text in batch),
+                     output_field=TextField()),
+        lease_expires_at=timezone.now() + lease(),
+    )
+
+
+def _write_text_alone(message_id: int, content: str) -> None:
+    """Write one reply's text; if the database refuses it, still renew its lease."""
+    try:
+        _write_texts([(message_id, text_rules.clean(content))])
+    except (DatabaseError, ValueError):
+        logger.exception("Writing the text of reply %s failed; its lease is renewed and the "
+                         "final write will try again", message_id)
+        try:
+            Message.objects.filter(pk=message_id, status__in=Message.UNFINISHED).update(
+                lease_expires_at=timezone.now() + lease()
+            )
+        except DatabaseError:
+            logger.exception("Renewing the lease of reply %s failed", message_id)
 
 
 def live_replies() -> list[int]:

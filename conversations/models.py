@@ -34,7 +34,7 @@ class ApiKey(models.Model):
     """An upstream API key, scoped to an OpenAI organization and project.
 
     The secret is stored only encrypted (``secret_encrypted``); ``secret_hint`` is the masked form
-    (``sk-…abcd``) shown in lists. Use ``crypto.api_key_secret(key)`` to read the secret.
+    (``sk-…abcd``) shown in lists. Only ``crypto.credentials_for(key)`` decrypts it.
     """
 
     name = models.CharField(_("name"), max_length=100, unique=True)
@@ -78,6 +78,9 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
+
+    # Where the secret is sent, and as whom: changing one needs the secret again.
+    DESTINATION_FIELDS = ("base_url", "organization", "project")
 
     class Meta:
         ordering = ["name"]
@@ -240,7 +243,8 @@ class UserLimit(models.Model):
         verbose_name_plural = _("user limits")
 
     def __str__(self) -> str:
-        return str(self.user)
+        # Once deleted (the admin names it then), Django has cleared the key: the user's id.
+        return str(self.user) if self.user_id is not None else str(_("user limits"))
 
 
 class UsageDaily(models.Model):

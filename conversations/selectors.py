@@ -77,10 +77,7 @@ def models_for_key(key: ApiKey) -> ModelGroup:
     cached = cache.get(cache_key)
     if cached is None:
         try:
-            credentials = upstream.Credentials(
-                base_url=key.base_url, secret=crypto.api_key_secret(key),
-                organization=key.organization, project=key.project, key_name=key.name,
-            )
+            credentials = crypto.credentials_for(key)
             models = [m for m in upstream.list_models(credentials) if is_chat_model(m)]
             cached = (models, True) if models else ([], False)
             timeout = settings.CHATSITE_MODELS_CACHE_SECONDS
@@ -128,3 +125,16 @@ def default_choice(*, user) -> tuple[int, str] | None:
     if team is None:
         return None
     return team.default_key_id, team.default_model or team.default_key.default_model
+
+
+def degraded_services() -> dict[str, str]:
+    """Return, for each service the site runs without right now, what that means."""
+    if not settings.REDIS_URL:
+        return {}
+    from django.core.cache import cache as default_cache
+
+    ping = getattr(default_cache, "ping", None)
+    if ping is None or ping():
+        return {}
+    return {"redis": "unreachable: live replies between workers follow the database, caches "
+                     "and the per-minute limit are kept per process"}

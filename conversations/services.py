@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, crypto, generation, limits, selectors
+from . import audit, crypto, generation, limits, selectors, text
 from .models import ApiKey, Conversation, Message
 
 TITLE_LENGTH = 60
@@ -63,7 +64,7 @@ def administrator_create(*, username: str, password: str):
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    conversation.title = title.strip()[:200]
+    conversation.title = _storable(title).strip()[:200]
     conversation.save(update_fields=["title", "updated_at"])
     return conversation
 
@@ -114,8 +115,16 @@ def _start_reply(*, conversation: Conversation) -> Message:
     return _queue_reply(conversation=conversation, team=team)
 
 
+def _storable(value: str) -> str:
+    """Return a member's text as it can be stored on every engine: a NUL byte is refused, with
+    the words the forms use for it; unpaired surrogates (which no browser sends, but a caller
+    decoding JSON can) become U+FFFD, as in model output."""
+    ProhibitNullCharactersValidator()(value)
+    return text.clean(value)
+
+
 def _clean_content(content: str) -> str:
-    content = content.strip()
+    content = _storable(content).strip()
     if not content:
         raise ValidationError(_("Write a message first."))
     if len(content) > MAX_MESSAGE_LENGTH:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils.html import escape
 
-from .broker import End, get_broker
+from .broker import End, Lost, get_broker
 from .models import Message
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
@@ -118,8 +118,9 @@ async def reply_events(
                     if isinstance(item, End):
                         ended = True
                         break
-                    if item.offset > sent:
-                        # A gap (the relay lost something): follow the database instead.
+                    if isinstance(item, Lost) or item.offset > sent:
+                        # The relay lost its connection, or something in it: follow the
+                        # database instead (it resends from the start; overlaps are dropped).
                         subscription.close()
                         subscription = broker.poller.subscribe(message_id)
                         break

@@ -4,7 +4,9 @@
 usage). Every failure — an error status, an error object in the stream, a cut connection, a
 timeout — surfaces as one ``UpstreamError`` carrying what the member should read and what the
 admin needs to tell which key failed and why. Error text from upstream is masked before it is
-kept, since servers echo parts of the key they were sent.
+kept, since servers echo parts of the key they were sent: every text taken from an upstream
+answer (error fields, headers shown to people, model ids, the reply's text) passes the
+credentials' one scrub (``Credentials.scrub``) and ``text.clean`` before it leaves this module.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import requests
 import sseclient
@@ -22,34 +25,13 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from .crypto import mask, mask_text
+from . import text as text_rules
+from .crypto import Credentials, mask_text
+
+__all__ = ["ChatStream", "Credentials", "Event", "Finish", "TextDelta", "UpstreamError", "Usage",
+           "classify", "list_models"]
 
 logger = logging.getLogger(__name__)
-
-USER_AGENT = "chatsite/1.0"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What an upstream call needs of an ``ApiKey``: never logged, never rendered."""
-
-    base_url: str
-    secret: str = field(repr=False)
-    organization: str = ""
-    project: str = ""
-    key_name: str = ""
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.secret}", "User-Agent": USER_AGENT}
-        if self.organization:
-            headers["OpenAI-Organization"] = self.organization
-        if self.project:
-            headers["OpenAI-Project"] = self.project
-        return headers
-
-    def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
-
 
 @dataclass(frozen=True)
 class TextDelta:
@@ -88,6 +70,7 @@ class UpstreamError(Exception):
         code: str = "",
         detail: str = "",
         retry_after: float | None = None,
+        param: str = "",
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -95,8 +78,27 @@ class UpstreamError(Exception):
         self.status = status
         self.error_type = error_type or ""
         self.code = code or ""
+        self.param = param or ""
         self.detail = mask_text(detail or "")
         self.retry_after = retry_after
+        # Whether the provider had accepted the request (answered 200) when it failed: it may
+        # have billed it, so it is never sent again automatically.
+        self.accepted = False
+
+    def scrubbed(self, scrub) -> UpstreamError:
+        """Return this error with ``scrub`` and ``text.clean`` applied to every text field,
+        and the short fields cut to what the database keeps."""
+        def safe(value: str, limit: int | None = None) -> str:
+            value = text_rules.clean(mask_text(scrub(value or "")))
+            return value[:limit] if limit else value
+
+        self.message = safe(self.message)
+        self.detail = safe(self.detail, 4000)
+        self.error_type = safe(self.error_type, 100)
+        self.code = safe(self.code, 100)
+        self.param = safe(self.param, 100)
+        self.args = (self.message,)
+        return self
 
     @property
     def retryable(self) -> bool:
@@ -111,14 +113,6 @@ class UpstreamError(Exception):
         return f"{self.message} ({', '.join(parts)})"
 
 
-@sensitive_variables()
-def _scrub(text: str, secret: str) -> str:
-    """Return ``text`` with ``secret`` masked: upstreams echo keys ``mask_text`` cannot spot."""
-    if secret and secret in text:
-        return text.replace(secret, mask(secret))
-    return text
-
-
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     try:
@@ -127,22 +121,25 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def _error_fields(payload: object) -> tuple[str, str, str]:
-    """Return (type, code, message) of an OpenAI error object, tolerating other shapes."""
+def _error_fields(payload: object) -> tuple[str, str, str, str]:
+    """Return (type, code, message, param) of an OpenAI error object, tolerating other
+    shapes."""
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         return (
             str(error.get("type") or ""),
             str(error.get("code") or ""),
             str(error.get("message") or ""),
+            str(error.get("param") or ""),
         )
     if isinstance(error, str):
-        return "", "", error
-    return "", "", ""
+        return "", "", error, ""
+    return "", "", "", ""
 
 
 def classify(
-    status: int | None, error_type: str, code: str, detail: str, retry_after: float | None = None
+    status: int | None, error_type: str, code: str, detail: str, retry_after: float | None = None,
+    param: str = "",
 ) -> UpstreamError:
     """Return the ``UpstreamError`` for an upstream status and OpenAI error type/code."""
     lowered = f"{error_type} {code}".lower()
@@ -150,7 +147,7 @@ def classify(
     def error(kind: str, message: str) -> UpstreamError:
         return UpstreamError(
             kind, message, status=status, error_type=error_type, code=code,
-            detail=detail, retry_after=retry_after,
+            detail=detail, retry_after=retry_after, param=param,
         )
 
     if "insufficient_quota" in lowered:
@@ -205,22 +202,21 @@ def classify(
     })
 
 
-@sensitive_variables()
-def _from_response(response: requests.Response, secret: str) -> UpstreamError:
-    """Return the error an HTTP error response stands for, without ``secret`` in its text."""
+def _from_response(response: requests.Response, scrub) -> UpstreamError:
+    """Return the error an HTTP error response stands for (its text scrubbed by the caller)."""
     content_type = response.headers.get("Content-Type", "")
     try:
-        body = _scrub(response.text, secret)[:4000]
+        body = response.text[:20_000]
     except requests.RequestException:
         body = ""
-    error_type, code, detail = "", "", ""
+    error_type, code, detail, param = "", "", "", ""
     if "json" in content_type:
         try:
-            error_type, code, detail = _error_fields(json.loads(body))
+            error_type, code, detail, param = _error_fields(json.loads(body))
         except ValueError:
-            detail = body
+            detail = scrub(body)[:4000]
     else:
-        detail = body[:300]
+        detail = scrub(body)[:300]
     if response.status_code in (502, 503, 504):
         return UpstreamError(
             "unavailable",
@@ -228,7 +224,9 @@ def _from_response(response: requests.Response, secret: str) -> UpstreamError:
             % {"status": response.status_code},
             status=response.status_code, detail=detail, retry_after=_retry_after(response),
         )
-    return classify(response.status_code, error_type, code, detail, _retry_after(response))
+    return classify(
+        response.status_code, error_type, code, detail, _retry_after(response), param=param
+    )
 
 
 def _connection_error(exc: Exception, *, during_stream: bool) -> UpstreamError:
@@ -277,14 +275,41 @@ def _body(response: requests.Response) -> Iterator[bytes]:
 
 
 def _timeouts() -> tuple[float, float]:
-    return (settings.CHATSITE_CONNECT_TIMEOUT, settings.CHATSITE_READ_TIMEOUT)
+    # A byte-level backstop only: the deadlines (``ChatStream.check_deadlines``) are what ends
+    # a reply that keep-alive comments hold open without text.
+    return (
+        settings.CHATSITE_CONNECT_TIMEOUT,
+        max(settings.CHATSITE_FIRST_TOKEN_TIMEOUT, settings.CHATSITE_IDLE_TIMEOUT),
+    )
+
+
+def _is_read_timeout(exc: Exception) -> bool:
+    return isinstance(exc, requests.ReadTimeout) or "timed out" in str(exc).lower()
+
+
+def _deadline_error(kind: str, accepted: bool) -> UpstreamError:
+    if kind == "first_token":
+        seconds = settings.CHATSITE_FIRST_TOKEN_TIMEOUT
+        message = _("The AI provider did not start the reply within %(seconds)s seconds, so it "
+                    "was stopped. Retry, or pick another model.")
+    else:
+        seconds = settings.CHATSITE_IDLE_TIMEOUT
+        message = _("The AI provider sent nothing for %(seconds)s seconds, so the reply was "
+                    "stopped. The text so far is kept; retry to get a complete reply.")
+    error = UpstreamError("timeout", message % {"seconds": f"{seconds:g}"},
+                          detail=f"deadline: {kind} ({seconds:g} s)")
+    error.accepted = accepted
+    return error
 
 
 class ChatStream:
     """One streaming chat completion; iterate for events, ``close()`` to hang up.
 
     ``close()`` may be called from another thread: it closes the HTTP connection, so a read
-    blocked on a silent upstream ends at once and billing stops.
+    blocked on a silent upstream ends at once and billing stops. ``check_deadlines()``, called
+    from another thread every so often, hangs up on a provider that has not sent the first text
+    within ``CHATSITE_FIRST_TOKEN_TIMEOUT`` seconds of the request, or no text for
+    ``CHATSITE_IDLE_TIMEOUT`` seconds since — keep-alive comments do not count as text.
     """
 
     @sensitive_variables()
@@ -303,6 +328,12 @@ class ChatStream:
         self._session = session or requests.Session()
         self._response: requests.Response | None = None
         self._closed = False
+        self._text = credentials.piece_scrubber()
+        # The provider answered 200 with a stream: it may bill from here on.
+        self.accepted = False
+        self._sent_at: float | None = None
+        self._last_text_at: float | None = None
+        self._timed_out = ""
 
     def close(self) -> None:
         self._closed = True
@@ -321,8 +352,31 @@ class ChatStream:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def waiting_since(self) -> float | None:
+        """When the request was sent, while no text has arrived yet (monotonic clock)."""
+        return self._sent_at if self._last_text_at is None else None
+
+    def check_deadlines(self, now: float | None = None) -> bool:
+        """Hang up if the provider is past a deadline; return whether it was."""
+        sent_at = self._sent_at
+        if self._closed or sent_at is None:
+            return False
+        now = time.monotonic() if now is None else now
+        last_text_at = self._last_text_at
+        if last_text_at is None:
+            if now - sent_at >= settings.CHATSITE_FIRST_TOKEN_TIMEOUT:
+                self._timed_out = "first_token"
+        elif now - last_text_at >= settings.CHATSITE_IDLE_TIMEOUT:
+            self._timed_out = "silence"
+        if not self._timed_out:
+            return False
+        self.close()
+        return True
+
     @sensitive_variables()
     def _open(self) -> requests.Response:
+        self._sent_at = time.monotonic()
         try:
             response = self._session.post(
                 self.credentials.url("chat/completions"),
@@ -331,10 +385,15 @@ class ChatStream:
                 stream=True,
                 timeout=_timeouts(),
             )
+        except requests.ReadTimeout:
+            # No answer at all: it may have been accepted (and billed); not sent again.
+            raise _deadline_error("first_token", accepted=True) from None
         except requests.RequestException as exc:
+            if self._timed_out:
+                raise _deadline_error(self._timed_out, accepted=True) from None
             raise _connection_error(exc, during_stream=False) from None
         if response.status_code != 200:
-            error = _from_response(response, self.credentials.secret)
+            error = _from_response(response, self.credentials.scrub)
             response.close()
             raise error
         content_type = response.headers.get("Content-Type", "")
@@ -343,93 +402,125 @@ class ChatStream:
             raise UpstreamError(
                 "protocol",
                 _("The AI provider answered with something other than a reply stream "
-                  "(%(type)s). Check the key's base URL.") % {"type": content_type or "no type"},
+                  "(%(type)s). Check the key's base URL.")
+                % {"type": content_type[:100] or "no type"},
                 status=response.status_code,
             )
+        self.accepted = True
         return response
 
     def __iter__(self) -> Iterator[Event]:
+        try:
+            yield from self._iterate()
+        except UpstreamError as error:
+            error.accepted = error.accepted or self.accepted
+            raise error.scrubbed(self.credentials.scrub) from None
+
+    def _iterate(self) -> Iterator[Event]:
         if self._closed:  # hung up before the request was sent: send nothing, bill nothing
             return
         self._response = self._open()
         if self._closed:  # closed while connecting
             self._response.close()
+            if self._timed_out:
+                raise _deadline_error(self._timed_out, accepted=True)
             return
-        finished = False
+        done = finished = False
         try:
             client = sseclient.SSEClient(_body(self._response))
             for event in client.events():
                 if event.event == "error":
-                    raise self._stream_error(_scrub(event.data, self.credentials.secret))
+                    raise self._stream_error(event.data or "")
                 data = (event.data or "").strip()
                 if not data:
                     continue
                 if data == "[DONE]":
-                    finished = True
+                    done = True
                     break
                 try:
                     chunk = json.loads(data)
                 except ValueError:
-                    logger.warning("Ignoring a malformed chunk from upstream %s", self.credentials.key_name)
+                    logger.warning("Ignoring a malformed chunk from upstream %s",
+                                   self.credentials.key_name)
                     continue
                 if not isinstance(chunk, dict):
                     continue
                 if "error" in chunk:
-                    raise self._stream_error(_scrub(data, self.credentials.secret))
-                yield from self._events(chunk)
+                    raise self._stream_error(data)
+                for item in self._events(chunk):
+                    if isinstance(item, Finish):
+                        finished = True
+                    yield item
         except UpstreamError:
             raise
         except (
             requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError,
             ValueError,
         ) as exc:
-            if self._closed:
+            if self._timed_out:
+                raise _deadline_error(self._timed_out, accepted=True) from None
+            if not self._closed and _is_read_timeout(exc):
+                # The byte-level backstop fired first: the same deadline, the same words.
+                kind = "first_token" if self._last_text_at is None else "silence"
+                raise _deadline_error(kind, accepted=True) from None
+            if self._closed or finished:
+                # Hung up by us, or cut after the model said it had finished: nothing is lost.
                 return
             raise _connection_error(exc, during_stream=True) from None
         finally:
             self._response.close()
-        if not finished and not self._closed:
+        if self._timed_out:
+            raise _deadline_error(self._timed_out, accepted=True)
+        if not (done or finished or self._closed):
             raise UpstreamError(
                 "incomplete",
                 _("The AI provider ended the reply stream before it was finished."),
             )
 
-    @staticmethod
-    def _events(chunk: dict) -> Iterator[Event]:
+    def _events(self, chunk: dict) -> Iterator[Event]:
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content:
-                yield TextDelta(str(content))
-            refusal = delta.get("refusal")
-            if refusal:
-                yield TextDelta(str(refusal))
+            if not isinstance(delta, dict):
+                delta = {}
+            for piece in (delta.get("content"), delta.get("refusal")):
+                if piece:
+                    self._last_text_at = time.monotonic()
+                    yield TextDelta(self._text.feed(text_rules.clean(str(piece))))
             if choice.get("finish_reason"):
-                yield Finish(str(choice["finish_reason"]))
+                self._last_text_at = time.monotonic()
+                reason = text_rules.clean(self.credentials.scrub(str(choice["finish_reason"])))
+                yield Finish(reason[:32])
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             yield Usage(
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                total_tokens=usage.get("total_tokens"),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+                completion_tokens=_count(usage.get("completion_tokens")),
+                total_tokens=_count(usage.get("total_tokens")),
             )
 
     @staticmethod
     def _stream_error(data: str) -> UpstreamError:
         try:
-            error_type, code, detail = _error_fields(json.loads(data))
+            error_type, code, detail, param = _error_fields(json.loads(data))
         except ValueError:
-            error_type, code, detail = "", "", data
-        error = classify(None, error_type, code, detail)
+            error_type, code, detail, param = "", "", data[:4000], ""
+        error = classify(None, error_type, code, detail, param=param)
         if error.kind == "server":
             return UpstreamError(
                 "server", _("The AI provider reported an error in the middle of the reply: "
                             "%(detail)s") % {"detail": mask_text(detail) or "unknown"},
-                error_type=error_type, code=code, detail=detail,
+                error_type=error_type, code=code, detail=detail, param=param,
             )
         return error
+
+
+def _count(value: object) -> int | None:
+    """Return a token count from a usage chunk, or None where it is not a sane whole number."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        return None
+    return value
 
 
 @sensitive_variables()
@@ -442,15 +533,18 @@ def list_models(credentials: Credentials) -> list[str]:
             timeout=(settings.CHATSITE_CONNECT_TIMEOUT, 15),
         )
     except requests.RequestException as exc:
-        raise _connection_error(exc, during_stream=False) from None
+        raise _connection_error(exc, during_stream=False).scrubbed(credentials.scrub) from None
     with response:
         if response.status_code != 200:
-            raise _from_response(response, credentials.secret)
+            raise _from_response(response, credentials.scrub).scrubbed(credentials.scrub)
         try:
             data = response.json().get("data") or []
-        except (ValueError, AttributeError):
+            items = [item for item in data if isinstance(item, dict) and item.get("id")]
+        except (ValueError, AttributeError, TypeError):
             raise UpstreamError(
                 "protocol", _("The AI provider's model list could not be read."),
                 status=response.status_code,
             ) from None
-    return sorted({str(item["id"]) for item in data if isinstance(item, dict) and item.get("id")})
+    ids = {text_rules.clean(credentials.scrub(str(item["id"])))[:200] for item in items}
+    # A model id the scrub had to mask is no model anyone can pick.
+    return sorted(model for model in ids if model and "•" not in model)

@@ -21,7 +21,8 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
-from . import charts, limits, usage
+from . import charts, limits, text, usage
+from .forms import MAX_ID, NOT_A_CHOICE
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -36,6 +37,12 @@ GROUP_BY_LABELS = {
 }
 
 
+def id_filter(label) -> forms.IntegerField:
+    """Return a filter on the id of a user, team or key; a number no id can have is no choice."""
+    return forms.IntegerField(label=label, required=False, min_value=1, max_value=MAX_ID,
+                              widget=forms.Select, error_messages={"max_value": NOT_A_CHOICE})
+
+
 class UsageFilterForm(forms.Form):
     """The GET filters of a usage page; a value that does not parse is reported and ignored."""
 
@@ -45,11 +52,9 @@ class UsageFilterForm(forms.Form):
     end = forms.DateField(
         label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    user = forms.IntegerField(label=_("User"), required=False, min_value=1, widget=forms.Select)
-    team = forms.IntegerField(label=_("Team"), required=False, min_value=1, widget=forms.Select)
-    api_key = forms.IntegerField(
-        label=_("API key"), required=False, min_value=1, widget=forms.Select
-    )
+    user = id_filter(_("User"))
+    team = id_filter(_("Team"))
+    api_key = id_filter(_("API key"))
     organization = forms.CharField(
         label=_("OpenAI organization"), required=False, max_length=100, widget=forms.Select
     )
@@ -87,7 +92,9 @@ class UsageFilterForm(forms.Form):
         if "start" in self.errors or "end" in self.errors:
             data = {key: value for key, value in data.items() if key not in ("start", "end")}
         end = data.get("end") or timezone.localdate()
-        start = data.get("start") or end - datetime.timedelta(days=DEFAULT_DAYS - 1)
+        # The default range ends on ``end``; in the first days of year 1 it starts on day one.
+        span = datetime.timedelta(days=DEFAULT_DAYS - 1)
+        start = data.get("start") or max(end, datetime.date.min + span) - span
         # Show the dates in use, defaults included, in the date fields.
         self.data = self.data.copy()
         self.data["start"], self.data["end"] = start.isoformat(), end.isoformat()
@@ -182,6 +189,11 @@ def _csv_response(query: UsageQuery, rows) -> HttpResponse:
     return response
 
 
-def _cell(text: str | None) -> str:
-    text = text or ""
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+def _cell(value: str | None) -> str:
+    """Return a member-controlled value as a CSV cell: never run as a formula, and isolated if it
+    holds a direction control, which would otherwise reorder the rest of the line in a text view."""
+    value = value or ""
+    # Looked for past leading direction controls too, in case a reader drops those.
+    if value.lstrip(text.BIDI_CONTROLS).startswith(FORMULA_STARTS):
+        value = f"'{value}"
+    return text.isolate_if_needed(value)

@@ -216,10 +216,15 @@ def _offset(value: str | None) -> int:
 @login_required
 def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
+    url = reverse("conversations:detail", args=[conversation.pk])
     form = RenameForm(request.POST)
-    if form.is_valid():
-        services.conversation_rename(conversation=conversation, title=form.cleaned_data["title"])
-    return redirect("conversations:detail", pk=conversation.pk)
+    if not form.is_valid():
+        return _refused(request, url, ValidationError([
+            f"{form.fields[name].label}: {error}" for name, errors in form.errors.items()
+            for error in errors
+        ]))
+    services.conversation_rename(conversation=conversation, title=form.cleaned_data["title"])
+    return redirect(url)
 
 
 @require_http_methods(["GET", "POST"])
@@ -270,9 +275,14 @@ def setup(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Say whether the site can serve: 503 without its database; 200 and "degraded", naming
+    what is missing, while Redis is unreachable (pages, sending and streams still work)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception:
         return JsonResponse({"status": "database unavailable"}, status=503)
+    degraded = selectors.degraded_services()
+    if degraded:
+        return JsonResponse({"status": "degraded", "degraded": degraded})
     return JsonResponse({"status": "ok"})

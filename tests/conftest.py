@@ -195,7 +195,7 @@ def asgi_server(django_db_setup, django_db_blocker) -> Iterator[str]:
 
     port = _free_port()
     config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+                            lifespan="off", proxy_headers=False)
     server = uvicorn.Server(config)
     with django_db_blocker.unblock():
         thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -190,6 +190,11 @@ class Scenario:
     event_error_after: int | None = None
     drop_after: int | None = None
     drop_reset: bool = False  # drop_after closes with a TCP RST instead of a FIN
+    drop_after_finish: bool = False  # cut the connection right after the finish chunk
+    # An error answer's body sent as is (with ``status``), "{key}" replaced by the bearer token;
+    # and extra response headers, "{key}" replaced too: a provider echoing the key in any form.
+    raw_error_body: str | None = None
+    headers: dict[str, str] | None = None
     # Streams use Transfer-Encoding: chunked like OpenAI, one HTTP chunk per write (so a split
     # event really arrives in pieces, and a drop is a protocol error for the client). False: a
     # close-delimited body (requests' iter_content(chunk_size=None) then reads to EOF!).
@@ -391,6 +396,10 @@ class _Handler(BaseHTTPRequestHandler):
             }
         }
 
+    def _extra_headers(self, sc: Scenario) -> dict[str, str]:
+        return {name: value.replace("{key}", self._bearer())
+                for name, value in (sc.headers or {}).items()}
+
     def _send_error_json(self, status: int, error: dict, retry_after: str | None = None) -> None:
         headers = {"Retry-After": retry_after} if retry_after is not None else None
         self._send_json(status, error, headers)
@@ -427,6 +436,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _models(self, path: str) -> None:
         status = self.fake.models_status
+        raw = self.fake.default.raw_error_body
+        if status != 200 and raw is not None:
+            payload = raw.replace("{key}", self._bearer()).encode()
+            self._send_body(status, payload, self.fake.default.content_type or "application/json",
+                            self._extra_headers(self.fake.default))
+            return
         if status != 200:
             self._send_error_json(status, self._error_object(status))
             return
@@ -469,6 +484,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body["model"])
         sc = scenario
         ct = sc.content_type
+        if sc.status != 200 and sc.raw_error_body is not None:
+            payload = sc.raw_error_body.replace("{key}", self._bearer()).encode()
+            self._send_body(sc.status, payload, ct or "application/json", self._extra_headers(sc))
+            return
         if sc.status != 200:
             if ct is not None and "json" not in ct:
                 phrase = self.responses.get(sc.status, ("Error",))[0]
@@ -601,6 +620,8 @@ class _Stream:
         if self.sc.pings:
             self.ping()
         text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        if re.search("[\ud800-\udfff]", text):  # unpaired surrogates only exist as \u escapes
+            text = json.dumps(payload)
         prefix = f"event: {event}{self.nl}" if event else ""
         self.write_event(f"{prefix}data: {text}{self.nl}{self.nl}")
 
@@ -685,6 +706,8 @@ class _Stream:
         h.send_header("Content-Type", sc.content_type or STREAM_CONTENT_TYPE)
         h.send_header("Cache-Control", "no-cache, must-revalidate")
         h.send_header("X-Request-Id", f"req_fake{uuid.uuid4().hex[:24]}")
+        for name, value in h._extra_headers(sc).items():
+            h.send_header(name, value)
         if sc.chunked:
             h.send_header("Transfer-Encoding", "chunked")
         h.send_header("Connection", "close")
@@ -723,6 +746,9 @@ class _Stream:
             return
         if sc.finish_reason is not None:
             self.data(self.chunk({}, sc.finish_reason))
+        if sc.drop_after_finish:
+            self.drop()
+            return
         if self.include_usage and sc.send_usage:
             obj = self.chunk({})
             obj["choices"] = []

@@ -7,12 +7,10 @@ then only ever shown as its masked hint.
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -22,7 +20,8 @@ from django.core.management.base import CommandError
 
 from conftest import SECRETS
 from conversations import crypto, services
-from conversations.models import ApiKey, Conversation, Message
+from conversations.models import ApiKey, AuditEvent, Conversation, Message
+from tests.helpers import clean_env
 
 ADD_URL = "/admin/conversations/apikey/add/"
 CHANGELIST_URL = "/admin/conversations/apikey/"
@@ -74,7 +73,7 @@ def test_added_key_shows_only_its_hint_on_change_page_and_changelist(admin):
 
     assert response.status_code == 302
     key = ApiKey.objects.get(name="Team key")
-    assert crypto.api_key_secret(key) == secret
+    assert crypto.credentials_for(key).secret == secret
     assert (key.organization, key.project, key.base_url) == (
         "org-team", "proj_chat", "http://127.0.0.1:9/v1"
     )
@@ -103,14 +102,15 @@ def test_rejected_add_form_does_not_render_the_secret_back(admin):
 @pytest.mark.django_db
 def test_saving_change_form_with_empty_secret_keeps_the_old_one(admin):
     secret = new_secret()
-    key = services.api_key_create(name="Team key", secret=secret)
+    key = services.api_key_create(name="Team key", secret=secret, base_url="http://127.0.0.1:9/v1",
+                                  organization="org-team", project="proj_chat")
 
-    response = admin.post(change_url(key), key_form(secret="", project="proj_other"))
+    response = admin.post(change_url(key), key_form(secret="", name="Renamed key"))
 
     assert response.status_code == 302
     key.refresh_from_db()
-    assert key.project == "proj_other"
-    assert crypto.api_key_secret(key) == secret
+    assert key.name == "Renamed key"
+    assert crypto.credentials_for(key).secret == secret
     assert key.secret_hint == crypto.mask(secret)
 
 
@@ -123,7 +123,7 @@ def test_entering_a_new_secret_replaces_the_old_one(admin):
 
     assert response.status_code == 302
     key.refresh_from_db()
-    assert crypto.api_key_secret(key) == new
+    assert crypto.credentials_for(key).secret == new
     assert key.secret_hint == crypto.mask(new)
 
 
@@ -215,7 +215,7 @@ def test_command_adds_key_from_stdin_encrypted_and_prints_only_the_mask(monkeypa
         "org-x", "proj_y", "http://127.0.0.1:9/v1"
     )
     assert secret not in key.secret_encrypted
-    assert crypto.api_key_secret(key) == secret
+    assert crypto.credentials_for(key).secret == secret
     assert crypto.mask(secret) in output
     assert secret not in output
 
@@ -265,15 +265,6 @@ def test_command_reports_invalid_fields_without_storing(monkeypatch):
 # -- Processes: the command on a fresh install, production start-up ------------------------------
 
 
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Return an environment for a child process with its own data directory."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("DJANGO_", "CHATSITE_")) and name != "DATABASE_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="chatsite.settings", CHATSITE_DATA_DIR=str(tmp_path),
-               PYTHONDONTWRITEBYTECODE="1", **extra)
-    return env
-
-
 def manage(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args], input=stdin, env=env, cwd=django_settings.BASE_DIR,
@@ -321,7 +312,7 @@ def start_django(env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_production_refuses_to_start_without_a_required_setting(tmp_path, missing):
     present = {name: value for name, value in REQUIRED_IN_PRODUCTION.items() if name != missing}
 
-    started = start_django(clean_env(tmp_path, DJANGO_DEBUG="false", **present))
+    started = start_django(clean_env(tmp_path, CHATSITE_PRODUCTION="true", **present))
 
     assert started.returncode != 0
     assert "ImproperlyConfigured" in started.stderr
@@ -331,7 +322,7 @@ def test_production_refuses_to_start_without_a_required_setting(tmp_path, missin
 
 
 def test_production_starts_with_every_required_setting(tmp_path):
-    started = start_django(clean_env(tmp_path, DJANGO_DEBUG="false", **REQUIRED_IN_PRODUCTION))
+    started = start_django(clean_env(tmp_path, CHATSITE_PRODUCTION="true", **REQUIRED_IN_PRODUCTION))
 
     assert started.returncode == 0, started.stderr
     assert not (tmp_path / "encryption.key").exists()
@@ -346,3 +337,60 @@ def test_healthz_answers_ok_even_before_the_first_administrator(client):
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+# -- Where a stored key is sent ----------------------------------------------------------------
+
+
+@pytest.fixture
+def key_keeper(client, django_user_model):
+    """A staff member who may change keys (not a superuser)."""
+    from django.contrib.auth.models import Permission
+
+    keeper = django_user_model.objects.create_user("keeper", password="x", is_staff=True)
+    keeper.user_permissions.add(*Permission.objects.filter(
+        codename__in=["change_apikey", "view_apikey"]))
+    client.force_login(keeper)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("moved", [
+    {"base_url": "http://127.0.0.1:9/attacker/v1"},
+    {"organization": "org-elsewhere"},
+    {"project": "proj_elsewhere"},
+])
+def test_sending_a_stored_key_elsewhere_needs_its_secret_again(key_keeper, fake_upstream, moved):
+    secret = new_secret()
+    key = services.api_key_create(name="Team key", secret=secret, base_url="http://127.0.0.1:9/v1",
+                                  organization="org-team", project="proj_chat")
+
+    response = key_keeper.post(change_url(key), key_form(**moved))
+
+    assert response.status_code == 200
+    assert "needs the secret again" in response.content.decode()
+    key.refresh_from_db()
+    assert (key.base_url, key.organization, key.project) == (
+        "http://127.0.0.1:9/v1", "org-team", "proj_chat")
+    assert not AuditEvent.objects.filter(action__startswith="key").exclude(
+        action="key created").exists()
+
+
+@pytest.mark.django_db
+def test_with_the_secret_entered_again_the_key_moves_and_the_audit_log_says_where(
+    key_keeper, fake_upstream
+):
+    secret = new_secret()
+    key = services.api_key_create(name="Team key", secret=secret, base_url="http://127.0.0.1:9/v1",
+                                  organization="org-team", project="proj_chat")
+
+    response = key_keeper.post(change_url(key), key_form(
+        secret=secret, base_url=fake_upstream.base_url, project="proj_new"))
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.base_url == fake_upstream.base_url and key.project == "proj_new"
+    event = AuditEvent.objects.get(action="key destination changed")
+    assert event.actor_name == "keeper"
+    assert "http://127.0.0.1:9/v1" in event.details and fake_upstream.base_url in event.details
+    assert "proj_new" in event.details and secret not in event.details

@@ -30,13 +30,14 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import reverse
 from django.urls.resolvers import RegexPattern
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from conftest import PASSWORD, SECRETS, SEEN, wait_for
 from conversations.models import ApiKey, Conversation, Message
+from tests.helpers import is_admin, url_patterns
 
 pytestmark = pytest.mark.django_db
 # Real transactions where a reply runs in a background thread (it starts on commit) or the
@@ -112,28 +113,6 @@ STARTS_REPLY = {
 
 
 # -- the URLconf -----------------------------------------------------------------------------
-
-
-def url_patterns() -> list[tuple[str, str | None, URLPattern]]:
-    """Return (route, namespaced name, pattern) for every URL pattern, included ones too."""
-
-    def walk(patterns, prefix: str, namespace: str | None):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                inner = namespace
-                if pattern.namespace:
-                    inner = f"{namespace}:{pattern.namespace}" if namespace else pattern.namespace
-                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern), inner)
-            else:
-                name = pattern.name and (f"{namespace}:{pattern.name}" if namespace else pattern.name)
-                yield prefix + str(pattern.pattern), name, pattern
-
-    return list(walk(get_resolver().url_patterns, "", None))
-
-
-def is_admin(name: str | None, route: str) -> bool:
-    """Return whether a pattern is one of the admin site's own (``admin:`` or unnamed there)."""
-    return (name or "").startswith("admin:") or (name is None and route.startswith("admin/"))
 
 
 def test_every_url_has_an_authorization_expectation():
@@ -452,7 +431,11 @@ def test_superuser_adds_and_changes_api_keys(superuser, api_key):
     assert ApiKey.objects.filter(name="New key").exists()
     change = f"/admin/conversations/apikey/{api_key.pk}/change/"
     assert client.get(change).status_code == 200
-    response = client.post(change, {**key_form("", "Renamed key"), "secret": ""})
+    # The same destination as the key's: a rename needs no secret (moving it would).
+    response = client.post(change, {**key_form("", "Renamed key"), "secret": "",
+                                    "base_url": api_key.base_url,
+                                    "organization": api_key.organization,
+                                    "project": api_key.project})
     assert response.status_code == 302, response.content.decode()[:2000]
     assert ApiKey.objects.get(pk=api_key.pk).name == "Renamed key"
 

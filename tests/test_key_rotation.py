@@ -22,8 +22,8 @@ def test_rotation_reencrypts_every_key_so_the_old_encryption_key_can_go(settings
     call_command("rotate_encryption_key")
 
     settings.CHATSITE_ENCRYPTION_KEYS = [new]
-    assert crypto.api_key_secret(ApiKey.objects.get(pk=first.pk)) == "sk-rotate-first-0123456789abcdef"
-    assert crypto.api_key_secret(ApiKey.objects.get(pk=second.pk)) == "sk-rotate-second-0123456789abcdef"
+    assert crypto.credentials_for(ApiKey.objects.get(pk=first.pk)).secret == "sk-rotate-first-0123456789abcdef"
+    assert crypto.credentials_for(ApiKey.objects.get(pk=second.pk)).secret == "sk-rotate-second-0123456789abcdef"
 
 
 def test_rotation_without_the_old_key_changes_nothing_and_says_why(settings, make_api_key):

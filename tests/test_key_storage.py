@@ -25,6 +25,11 @@ from conversations.logging import MaskSecretsFilter
 from conversations.models import ApiKey, Message
 
 
+def decrypt(token: str) -> str:
+    """Decrypt ``token`` the one way the site does: through the credentials of a key."""
+    return crypto.credentials_for(ApiKey(secret_encrypted=token, name="t")).secret
+
+
 def new_secret(prefix: str = "sk-proj-") -> str:
     """Return a fresh key-shaped secret the secret guard watches for."""
     secret = prefix + secrets.token_hex(24)
@@ -114,7 +119,7 @@ def test_stored_secret_decrypts_to_what_was_entered():
 
     key.refresh_from_db()
     assert secret not in key.secret_encrypted
-    assert crypto.api_key_secret(key) == secret
+    assert crypto.credentials_for(key).secret == secret
     assert key.secret_hint == crypto.mask(secret)
 
 
@@ -125,7 +130,7 @@ def test_same_secret_stored_twice_gives_different_ciphertexts():
     second = services.api_key_create(name="second", secret=secret)
 
     assert first.secret_encrypted != second.secret_encrypted
-    assert crypto.api_key_secret(first) == crypto.api_key_secret(second) == secret
+    assert crypto.credentials_for(first).secret == crypto.credentials_for(second).secret == secret
 
 
 @pytest.mark.django_db
@@ -135,7 +140,7 @@ def test_changing_secret_key_does_not_break_decryption(settings):
 
     settings.SECRET_KEY = "a-completely-different-django-secret-key-" + secrets.token_hex(16)
 
-    assert crypto.api_key_secret(ApiKey.objects.get(pk=key.pk)) == secret
+    assert crypto.credentials_for(ApiKey.objects.get(pk=key.pk)).secret == secret
 
 
 # -- Rotation ----------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ def test_old_encryption_key_still_decrypts_after_a_new_one_is_put_first(settings
 
     settings.CHATSITE_ENCRYPTION_KEYS = [new, old]
 
-    assert crypto.decrypt(token) == secret
+    assert decrypt(token) == secret
 
 
 def test_rotate_re_encrypts_under_the_new_key_alone(settings):
@@ -160,9 +165,9 @@ def test_rotate_re_encrypts_under_the_new_key_alone(settings):
     rotated = crypto.rotate(token)
     settings.CHATSITE_ENCRYPTION_KEYS = [new]
 
-    assert crypto.decrypt(rotated) == secret
+    assert decrypt(rotated) == secret
     with pytest.raises(crypto.DecryptionError):
-        crypto.decrypt(token)
+        decrypt(token)
 
 
 def test_secret_under_a_key_no_longer_configured_fails_loudly(settings):
@@ -171,7 +176,7 @@ def test_secret_under_a_key_no_longer_configured_fails_loudly(settings):
     settings.CHATSITE_ENCRYPTION_KEYS = [fernet_key()]
 
     with pytest.raises(crypto.DecryptionError, match="CHATSITE_ENCRYPTION_KEYS"):
-        crypto.decrypt(token)
+        decrypt(token)
     with pytest.raises(crypto.DecryptionError):
         crypto.rotate(token)
 
@@ -181,7 +186,7 @@ def test_garbage_ciphertext_is_a_decryption_error(settings):
 
     for token in ["", "not a token", "gAAAAA", "é"]:
         with pytest.raises(crypto.DecryptionError):
-            crypto.decrypt(token)
+            decrypt(token)
 
 
 @pytest.mark.parametrize("keys", [["not-a-fernet-key"], [fernet_key(), "short"], []])
@@ -191,7 +196,7 @@ def test_malformed_or_missing_encryption_key_is_improperly_configured(settings, 
     with pytest.raises(ImproperlyConfigured, match="CHATSITE_ENCRYPTION_KEYS"):
         crypto.encrypt(new_secret())
     with pytest.raises(ImproperlyConfigured, match="CHATSITE_ENCRYPTION_KEYS"):
-        crypto.decrypt("gAAAAA")
+        decrypt("gAAAAA")
 
 
 # -- Masking -----------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ check elements and their attributes (labels, aria attributes, htmx attributes), 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 
 import pytest
 from django.conf import settings
@@ -21,76 +19,11 @@ from django.utils import timezone
 from conftest import PASSWORD, wait_for
 from conversations import generation
 from conversations.models import Conversation, Message
+from conversations.text import isolate
 from tests.fake_upstream import Scenario
+from tests.helpers import Element, page
 
 # -- reading pages ---------------------------------------------------------------------------
-
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-             "source", "track", "wbr"}
-
-
-@dataclass
-class Element:
-    tag: str
-    attrs: dict[str, str]
-    parts: list[str] = field(default_factory=list)
-    children: list[Element] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return " ".join("".join(self.parts).split())
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Element]:
-        """Return the descendants with ``tag`` and these attribute values (``class_`` → class)."""
-        wanted = {name.rstrip("_").replace("_", "-"): value for name, value in attrs.items()}
-        found = []
-        for child in self.children:
-            if (tag is None or child.tag == tag) and all(
-                child.attrs.get(name) == value for name, value in wanted.items()
-            ):
-                found.append(child)
-            found.extend(child.find_all(tag, **attrs))
-        return found
-
-    def find(self, tag: str | None = None, **attrs: str) -> Element:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
-        return found[0]
-
-
-class _TreeBuilder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Element("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, {name: value or "" for name, value in attrs})
-        self.stack[-1].children.append(element)
-        if tag not in VOID_TAGS:
-            self.stack.append(element)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.stack[-1].children.append(Element(tag, {name: value or "" for name, value in attrs}))
-
-    def handle_endtag(self, tag: str) -> None:
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        for element in self.stack[1:]:
-            element.parts.append(data)
-
-
-def page(response) -> Element:
-    """Return the parsed HTML of a test-client response."""
-    builder = _TreeBuilder()
-    builder.feed(response.content.decode())
-    builder.close()
-    return builder.root
-
 
 def labelled(document: Element, label_text: str) -> Element:
     """Return the control whose <label for=…> reads ``label_text``."""
@@ -770,7 +703,8 @@ def test_rename_shows_new_title_in_sidebar_and_window_title(alice, user):
     assert response["Location"] == f"/c/{conversation.pk}/"
     document = page(alice.get(response["Location"]))
     assert sidebar_titles(document) == ["Lisbon in May"]
-    assert document.find("title").text == "Lisbon in May · chatsite"
+    # The window title holds the title as one bidirectional isolate (test_bidi_isolation.py).
+    assert document.find("title").text == isolate("Lisbon in May") + " · chatsite"
     assert labelled(document, "Title").attrs["value"] == "Lisbon in May"
 
 
@@ -781,7 +715,7 @@ def test_chat_title_is_shown_as_text_not_markup(alice, user):
     document = page(alice.get(f"/c/{conversation.pk}/"))
 
     assert sidebar_titles(document) == ["<img src=x onerror=alert(1)>"]
-    assert document.find("title").text == "<img src=x onerror=alert(1)> · chatsite"
+    assert document.find("title").text == isolate("<img src=x onerror=alert(1)>") + " · chatsite"
     assert document.find_all("img") == []
 
 

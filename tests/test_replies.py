@@ -156,12 +156,13 @@ def test_server_errors_are_retried_at_most_twice(alice, api_key, fake_upstream, 
     assert len(fake_upstream.chat_requests) == 3
 
 
-def test_a_dropped_connection_before_any_text_is_retried(alice, api_key, fake_upstream, monkeypatch):
+def test_a_stream_cut_before_any_text_is_not_sent_again(alice, api_key, fake_upstream, monkeypatch):
+    # The provider accepted the request (200) and may bill it: the member decides with Retry.
     monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
     fake_upstream.queue(Scenario(tokens=["x"], drop_after=0), Scenario(tokens=["Second", " try"]))
     reply = finished(send(alice, api_key))
-    assert reply.status == "complete" and reply.content == "Second try"
-    assert len(fake_upstream.chat_requests) == 2
+    assert reply.status == "error" and reply.error_type == "connection"
+    assert len(fake_upstream.chat_requests) == 1
 
 
 def test_retry_resends_the_question_and_keeps_the_failed_attempt(alice, api_key, fake_upstream):

@@ -52,12 +52,13 @@ def production_env(tmp_path) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("DJANGO_", "CHATSITE_")) and name != "DATABASE_URL"}
     env.update(
-        DJANGO_DEBUG="false",
+        CHATSITE_PRODUCTION="true",
         DJANGO_SECRET_KEY="p" + Fernet.generate_key().decode() + "x" * 20,
         DJANGO_ALLOWED_HOSTS="chat.example.com",
         CHATSITE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         CHATSITE_DATA_DIR=str(tmp_path),
         DJANGO_BEHIND_TLS_PROXY="true",
+        CHATSITE_TRUSTED_PROXIES="127.0.0.1",
     )
     return env
 

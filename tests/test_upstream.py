@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import SECRETS
-from conversations import upstream
+from conversations import crypto, upstream
 from conversations.upstream import Credentials, Finish, TextDelta, UpstreamError, Usage
 from tests.fake_upstream import Scenario
 
@@ -28,8 +28,9 @@ SECRETS.add(SECRET)
 
 @pytest.fixture(autouse=True)
 def _bounded_read_timeout(settings):
-    """Keep a test that wrongly waits on a silent upstream from waiting the default 120 s."""
-    settings.CHATSITE_READ_TIMEOUT = 5
+    """Keep a test that wrongly waits on a silent upstream from waiting the default minutes."""
+    settings.CHATSITE_FIRST_TOKEN_TIMEOUT = 5
+    settings.CHATSITE_IDLE_TIMEOUT = 5
 
 
 def credentials(fake, **fields) -> Credentials:
@@ -88,7 +89,7 @@ def test_chat_sends_bearer_key_organization_and_project(fake_upstream):
     assert headers["authorization"] == f"Bearer {SECRET}"
     assert headers["openai-organization"] == "org-team"
     assert headers["openai-project"] == "proj_chat"
-    assert headers["user-agent"] == upstream.USER_AGENT
+    assert headers["user-agent"] == crypto.USER_AGENT
 
 
 def test_chat_omits_organization_and_project_when_key_has_none(fake_upstream):
@@ -345,13 +346,25 @@ def test_dropped_connection_raises_after_the_earlier_text(fake_upstream, reset):
     assert "{" not in error.message
 
 
-def test_stream_ending_without_done_is_incomplete(fake_upstream):
-    fake_upstream.queue(Scenario(send_done=False))
+def test_stream_ending_without_done_or_finish_reason_is_incomplete(fake_upstream):
+    fake_upstream.queue(Scenario(send_done=False, finish_reason=None))
 
     events, error = fail(chat(fake_upstream))
 
     assert text_of(events) == "Hello, world!"
     assert error.kind == "incomplete"
+
+
+@pytest.mark.parametrize("cut", ["clean close", "reset"])
+def test_stream_that_finished_and_closed_without_done_is_complete(fake_upstream, cut):
+    # finish_reason "stop", then the connection ends before the usage chunk and [DONE].
+    fake_upstream.queue(Scenario(send_done=False, drop_after_finish=True,
+                                 drop_reset=cut == "reset"))
+
+    events = list(chat(fake_upstream))
+
+    assert text_of(events) == "Hello, world!"
+    assert Finish("stop") in events
 
 
 def test_close_delimited_stream_cut_short_is_incomplete(fake_upstream):
@@ -364,7 +377,7 @@ def test_close_delimited_stream_cut_short_is_incomplete(fake_upstream):
 
 
 def test_silent_upstream_times_out(fake_upstream, settings):
-    settings.CHATSITE_READ_TIMEOUT = 0.5
+    settings.CHATSITE_FIRST_TOKEN_TIMEOUT = settings.CHATSITE_IDLE_TIMEOUT = 0.5
     fake_upstream.queue(Scenario(hang_after=2))
     started = time.monotonic()
 
@@ -378,7 +391,7 @@ def test_silent_upstream_times_out(fake_upstream, settings):
 
 
 def test_upstream_that_never_answers_times_out(fake_upstream, settings):
-    settings.CHATSITE_READ_TIMEOUT = 0.5
+    settings.CHATSITE_FIRST_TOKEN_TIMEOUT = settings.CHATSITE_IDLE_TIMEOUT = 0.5
     fake_upstream.queue(Scenario(hang_after=0, content_type="application/json"))
     started = time.monotonic()
 
@@ -466,7 +479,7 @@ def test_echoed_key_never_reaches_the_error(fake_upstream, scenario, secret):
     assert fake_upstream.bearer_tokens() == {secret}
     for text in (str(error), error.message, error.detail, repr(error), repr(error.args)):
         assert secret not in text
-    assert secret[-4:] in error.detail
+    assert "••••" in error.detail or "…" in error.detail  # the admin reads that a key was hidden
 
 
 def test_echoed_key_in_the_error_status_body_is_masked(fake_upstream):

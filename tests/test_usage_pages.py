@@ -17,10 +17,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
-from test_pages import page as html
 
 from conftest import PASSWORD, log_in, wait_for, watch
 from conversations.models import ApiKey, Message, UsageDaily, UserLimit
+from tests.helpers import page as html
 
 D1, D2, D3 = datetime.date(2025, 3, 1), datetime.date(2025, 3, 2), datetime.date(2025, 3, 5)
 RANGE = {"start": "2025-03-01", "end": "2025-03-05"}

@@ -58,6 +58,26 @@
     if (nearEnd()) scrollToEnd();
   });
 
+  // Before the first text: how long the model has been working, in the page's language.
+  function showWaiting() {
+    var lang = document.documentElement.lang || undefined;
+    var seconds = new Intl.NumberFormat(lang, {style: "unit", unit: "second", unitDisplay: "narrow"});
+    document.querySelectorAll("[data-waiting-since]").forEach(function (notice) {
+      var body = notice.parentNode && notice.parentNode.querySelector(".message__body--streaming");
+      if (body && body.textContent.trim() !== "") {
+        notice.remove();
+        return;
+      }
+      var since = Date.parse(notice.getAttribute("data-waiting-since"));
+      var elapsed = notice.querySelector(".message__elapsed");
+      if (elapsed && !isNaN(since)) {
+        elapsed.textContent = seconds.format(Math.max(0, Math.round((Date.now() - since) / 1000)));
+      }
+    });
+  }
+  setInterval(showWaiting, 1000);
+  document.body.addEventListener("htmx:sseMessage", showWaiting);
+
   function nearEnd() {
     var list = document.getElementById("messages");
     return list && list.scrollHeight - list.scrollTop - list.clientHeight < 120;
