@@ -12,7 +12,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.fake_upstream import STAMP_MARK
+from devtools.fake_upstream import STAMP_MARK
 
 STAMPED = re.compile(f"([^{STAMP_MARK}]*){STAMP_MARK}(\\d+\\.\\d+){STAMP_MARK}")
 

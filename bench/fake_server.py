@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import fake_upstream  # noqa: E402
-from tests.fake_upstream import FakeUpstream, Scenario  # noqa: E402
+from devtools import fake_upstream  # noqa: E402
+from devtools.fake_upstream import FakeUpstream, Scenario  # noqa: E402
 
 # socketserver listens with a backlog of 5: a burst of a few hundred connects would then wait
 # for SYN retransmits (a second or more) and show up as fake "time to first token".

@@ -7,7 +7,7 @@ read directly by the same client in the same run.
 
 What one run does, all on loopback, in a throwaway data directory and database:
 
-1. starts the fake upstream (``tests/fake_upstream.py``) in its own process, migrates, adds an API
+1. starts the fake upstream (``devtools/fake_upstream.py``) in its own process, migrates, adds an API
    key pointing at it and a user, starts chatsite under uvicorn (production settings unless
    ``--debug``), logs in, and creates the conversations through the app (a short reply each:
    the warm-up);

@@ -256,6 +256,13 @@ WHITENOISE_USE_FINDERS = True
 
 # Redis, when set, carries live reply deltas between worker processes and backs the cache.
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# How viewers in one process follow replies generated in another (a module of
+# conversations/replies/relay/, as SESSION_ENGINE names a session backend): Redis when it is
+# configured; otherwise the database, which also serves several workers without Redis
+# ("conversations.replies.relay.inprocess" saves its polling thread when one process serves all).
+CHATSITE_RELAY = os.environ.get("CHATSITE_RELAY", "").strip() or (
+    "conversations.replies.relay.redis" if REDIS_URL else "conversations.replies.relay.database"
+)
 # Namespace of chatsite's Redis keys and channels, for sites sharing one Redis database.
 CHATSITE_REDIS_PREFIX = os.environ.get("CHATSITE_REDIS_PREFIX", "").strip() or "chatsite"
 if REDIS_URL:
@@ -351,8 +358,9 @@ CHATSITE_IDLE_TIMEOUT = float(os.environ.get("CHATSITE_IDLE_TIMEOUT", "") or 120
 CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
 CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)
 # Streamed text is written to the database at most this often (seconds).
-CHATSITE_FLUSH_INTERVAL = float(os.environ.get("CHATSITE_FLUSH_INTERVAL", "") or 0.25)
-# Replies generated at once by one process; more wait their turn.
+CHATSITE_FLUSH_INTERVAL = float(os.environ.get("CHATSITE_FLUSH_INTERVAL", "") or 2)
+# Replies generated at once by one process; beyond it a new message is refused with "busy, try
+# again in a moment" (never an endless wait).
 CHATSITE_MAX_GENERATIONS = env_int("CHATSITE_MAX_GENERATIONS", 64)
 # A reply whose process stops renewing its claim for this long is marked interrupted.
 CHATSITE_LEASE_SECONDS = float(os.environ.get("CHATSITE_LEASE_SECONDS", "") or 30)

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import crypto, selectors, upstream
+from . import catalog, crypto, upstream
 from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
 from .models import ApiKey, AuditEvent, Conversation, Message, Team, UsageDaily, UserLimit
@@ -49,6 +49,13 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if not change or form.cleaned_data.get("secret") or form.moved_fields():
+            # A new key, or one sent somewhere new: its model list, now rather than on a
+            # member's page (pages never wait on the provider).
+            catalog.refresh_quietly(obj)
+
     @admin.action(description=_("Test connection"))
     def test_connection(self, request, queryset) -> None:
         for key in queryset:
@@ -72,8 +79,7 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
     def refresh_models(self, request, queryset) -> None:
         for key in queryset:
             try:
-                models = [m for m in upstream.list_models(crypto.credentials_for(key))
-                          if selectors.is_chat_model(m)]
+                models = catalog.refresh(key)
             except (upstream.UpstreamError, crypto.DecryptionError) as error:
                 self.message_user(
                     request, _("%(key)s: failed — %(error)s") % {"key": key.name, "error": error},

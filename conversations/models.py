@@ -1,7 +1,7 @@
 """Data: upstream API keys, conversations and their messages.
 
 Models hold data only; talking to the upstream lives in ``upstream.py``, key material in
-``crypto.py``, and the running of a reply in ``generation.py``.
+``crypto.py``, and the running of a reply in ``replies/``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -76,6 +77,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The provider's model list, fetched outside any request (pages never wait on it): the
+    # chat models it listed, and when; None while it has never answered.
+    listed_models = models.JSONField(null=True, blank=True, editable=False)
+    models_listed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -167,6 +172,10 @@ class Message(models.Model):
     # A retried reply stays stored but is no longer sent upstream as context.
     superseded = models.BooleanField(default=False)
     cancel_requested = models.BooleanField(default=False)
+    # A finished reply's HTML, rendered once when it finished (``rendering.VERSION`` says with
+    # which rules; an older one is rendered again when shown).
+    content_html = models.TextField(blank=True, editable=False)
+    html_version = models.PositiveSmallIntegerField(default=0, editable=False)
     # Renewed by the generating process while it lives; past it, the reply is interrupted.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -188,6 +197,15 @@ class Message(models.Model):
     @property
     def is_unfinished(self) -> bool:
         return self.status in self.UNFINISHED
+
+    @property
+    def is_stale(self) -> bool:
+        """Whether the process generating this reply stopped renewing its claim: it is shown as
+        interrupted (the watchdog writes that down)."""
+        return (
+            self.status in self.UNFINISHED and self.lease_expires_at is not None
+            and self.lease_expires_at < timezone.now()
+        )
 
     @property
     def is_incomplete(self) -> bool:

@@ -32,6 +32,9 @@ ALLOWED_ATTRIBUTES = {
     "pre": {"class"},
     "ol": {"start"},
 }
+# The rules' version: HTML stored with an older one (``Message.content_html``) is rendered again.
+VERSION = 1
+
 # Column alignment of Markdown tables, as classes: style attributes would break the CSP.
 ALIGNMENTS = {"align-left", "align-center", "align-right"}
 

@@ -7,20 +7,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.cache import cache
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 
-from . import crypto, upstream
 from .models import ApiKey, Conversation, Message, Team
+from .replies.leases import INTERRUPTED_MESSAGE
 
 logger = logging.getLogger(__name__)
-
-# Model ids a chat cannot use (embeddings, speech, images, moderation, legacy completions).
-NON_CHAT_MARKERS = (
-    "embedding", "whisper", "tts", "dall-e", "moderation", "davinci", "babbage",
-    "transcribe", "image", "search",
-)
-
 
 @dataclass(frozen=True)
 class ModelGroup:
@@ -46,7 +39,17 @@ def message_get(*, user, pk: int) -> Message:
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    return list(Message.objects.for_conversation(conversation))
+    return [as_shown(message) for message in Message.objects.for_conversation(conversation)]
+
+
+def as_shown(message: Message) -> Message:
+    """Return ``message`` as a page shows it: a reply whose process died (its lease ran out) is
+    interrupted — in memory only; pages never write, the watchdog does."""
+    if message.is_stale:
+        message.status = Message.Status.INTERRUPTED
+        message.error_type = "interrupted"
+        message.error_message = _(INTERRUPTED_MESSAGE)
+    return message
 
 
 def context_for(message: Message) -> list[dict]:
@@ -65,28 +68,12 @@ def context_for(message: Message) -> list[dict]:
     return context
 
 
-def is_chat_model(model_id: str) -> bool:
-    lowered = model_id.lower()
-    return not any(marker in lowered for marker in NON_CHAT_MARKERS)
-
-
 def models_for_key(key: ApiKey) -> ModelGroup:
-    """Return the chat models ``key`` offers (its allow-list, if set), from a cache of the
-    upstream's list."""
-    cache_key = f"chatsite:models:{key.pk}:{key.updated_at.timestamp()}"
-    cached = cache.get(cache_key)
-    if cached is None:
-        try:
-            credentials = crypto.credentials_for(key)
-            models = [m for m in upstream.list_models(credentials) if is_chat_model(m)]
-            cached = (models, True) if models else ([], False)
-            timeout = settings.CHATSITE_MODELS_CACHE_SECONDS
-        except (upstream.UpstreamError, crypto.DecryptionError) as exc:
-            logger.warning("Listing models for API key %r (id %s) failed: %s", key.name, key.pk, exc)
-            cached = ([], False)
-            timeout = 60  # ask again soon
-        cache.set(cache_key, cached, timeout)
-    models, listed = cached
+    """Return the chat models ``key`` offers (its allow-list, if set), from the catalog in the
+    database: no network. A key whose list was never fetched offers its default model and the
+    fallbacks."""
+    models = key.listed_models
+    listed = bool(models)
     if key.allowed_models:
         allowed = list(key.allowed_models)
         return ModelGroup(key=key, models=[m for m in models if m in allowed] if listed else allowed,
@@ -95,7 +82,7 @@ def models_for_key(key: ApiKey) -> ModelGroup:
         models = list(dict.fromkeys(
             [m for m in [key.default_model] if m] + list(settings.CHATSITE_FALLBACK_MODELS)
         ))
-    return ModelGroup(key=key, models=models, listed=listed)
+    return ModelGroup(key=key, models=list(models), listed=listed)
 
 
 def model_groups(*, user) -> list[ModelGroup]:

@@ -14,7 +14,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, crypto, generation, limits, selectors, text
+from . import audit, catalog, crypto, limits, replies, selectors, text
 from .models import ApiKey, Conversation, Message
 
 TITLE_LENGTH = 60
@@ -35,6 +35,7 @@ def api_key_create(
     crypto.set_secret(key, secret)
     key.full_clean()
     key.save()
+    catalog.refresh_quietly(key)  # its model list now, not on a member's page
     return key
 
 
@@ -88,6 +89,8 @@ def _reply_team(*, owner, key: ApiKey | None, model: str):
             % {"model": model or _("this model")},
             code="no_access",
         )
+    if not replies.has_capacity():
+        raise ValidationError(_(replies.BUSY_MESSAGE), code="busy")
     team = selectors.team_for(user=owner, key=key)
     limits.check(user=owner, team=team)
     return team
@@ -102,9 +105,9 @@ def _queue_reply(*, conversation: Conversation, team) -> Message:
         api_key=conversation.api_key,
         team=team,
         model=conversation.model,
-        lease_expires_at=timezone.now() + generation.lease(),
+        lease_expires_at=replies.lease_expires(),
     )
-    transaction.on_commit(lambda: generation.start(reply.pk))
+    transaction.on_commit(lambda: replies.start(reply.pk))
     return reply
 
 
@@ -156,7 +159,11 @@ def message_send(
 
 
 def _ensure_idle(conversation: Conversation) -> None:
-    if conversation.messages.filter(status__in=Message.UNFINISHED).exists():
+    """Refuse a new reply while one is being written (a stale one, whose process died, does not
+    count: it is shown as interrupted and may be retried)."""
+    if conversation.messages.filter(
+        status__in=Message.UNFINISHED, lease_expires_at__gte=timezone.now()
+    ).exists():
         raise ValidationError(_("Wait for the reply to finish, or stop it, first."))
 
 
@@ -202,21 +209,4 @@ def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
 
 def reply_stop(*, message: Message) -> None:
     """Ask the reply to stop, wherever it is being generated."""
-    Message.objects.filter(pk=message.pk, status__in=Message.UNFINISHED).update(
-        cancel_requested=True
-    )
-    generation.cancel_local(message.pk)
-
-
-def reply_reap_stale() -> int:
-    """Mark replies whose generating process is gone as interrupted; return how many."""
-    return Message.objects.filter(
-        status__in=Message.UNFINISHED, lease_expires_at__lt=timezone.now()
-    ).update(
-        status=Message.Status.INTERRUPTED,
-        error_message=_("The server stopped while writing this reply. The text so far is kept; "
-                        "retry to get a complete reply."),
-        error_type="interrupted",
-        finished_at=timezone.now(),
-        lease_expires_at=None,
-    )
+    replies.stop(message.pk)

@@ -16,11 +16,11 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from . import exports, selectors, services
+from . import exports, replies, selectors, services
 from .forms import MessageForm, RenameForm, SetupForm
 from .middleware import users_exist
 from .models import Conversation, Message
-from .streaming import release_connection, reply_events, run_sync
+from .replies.stream import release_connection, run_sync
 
 
 def _chat_page(
@@ -30,8 +30,6 @@ def _chat_page(
     groups = selectors.model_groups(user=request.user)
     if form is None:
         form = MessageForm(groups=groups, initial={"model": _initial_model(request.user, conversation, groups)})
-    if conversation is not None:
-        services.reply_reap_stale()
     chat_messages = selectors.message_list(conversation=conversation) if conversation else []
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
@@ -178,7 +176,7 @@ async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse
             is_last = not Message.objects.filter(
                 conversation_id=final.conversation_id, id__gt=final.pk
             ).exists()
-            return _render_message(request, final, is_last=is_last)
+            return _render_message(request, selectors.as_shown(final), is_last=is_last)
         finally:
             release_connection()
 
@@ -186,7 +184,7 @@ async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse
         return await run_sync(render_final, final)
 
     response = StreamingHttpResponse(
-        reply_events(message.pk, offset, render_final_async),
+        replies.events(message.pk, offset, render_final_async),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache, no-store"

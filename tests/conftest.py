@@ -25,9 +25,9 @@ import sseclient
 import uvicorn
 from django.test import Client
 
-from conversations import generation, middleware, services
+from conversations import middleware, replies, services
 from conversations.logging import MaskSecretsFilter
-from tests.fake_upstream import FakeUpstream
+from devtools.fake_upstream import FakeUpstream
 
 SECRETS: set[str] = set()
 PASSWORD = "correct horse battery staple"
@@ -128,9 +128,9 @@ def secret_guard(monkeypatch) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _no_reply_outlives_its_test() -> Iterator[None]:
     yield
-    for message_id in generation.live_replies():
-        generation.cancel_local(message_id)
-    assert generation.wait_idle(10), "a reply was still being generated after its test"
+    for message_id in replies.live():
+        replies.stop_local(message_id)
+    assert replies.wait_idle(10), "a reply was still being generated after its test"
 
 
 @pytest.fixture

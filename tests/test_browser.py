@@ -13,7 +13,7 @@ import pytest
 
 from conftest import CHROMIUM, PASSWORD, SECRETS, SEEN, log_in, wait_for, watch  # noqa: F401
 from conversations.models import ApiKey, Message
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 
 pytestmark = pytest.mark.browser
 

@@ -12,10 +12,7 @@ import pytest
 import requests
 import sseclient
 
-try:
-    from tests.fake_upstream import FakeUpstream, Scenario, mask_key
-except ImportError:  # tests/ is on sys.path but is not a package
-    from fake_upstream import FakeUpstream, Scenario, mask_key
+from devtools.fake_upstream import FakeUpstream, Scenario, mask_key
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -25,7 +25,7 @@ import pytest
 from conftest import read_events, session_for
 from conversations.logging import MaskSecretsFilter
 from conversations.models import Message
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 from tests.helpers import finished_reply, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -273,6 +273,7 @@ def test_undecryptable_key_fails_the_reply_without_calling_upstream(
     alice, make_api_key, fake_upstream
 ):
     key = make_api_key(default_model="gpt-4o-mini")
+    fake_upstream.reset()  # forget the model list fetched when the key was stored
     other_secret = new_secret()
     other_token = Fernet(fernet_key().encode()).encrypt(other_secret.encode()).decode()
     ApiKey.objects.filter(pk=key.pk).update(secret_encrypted=other_token)

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import SEEN, log_in, wait_for
 from conversations.models import Message
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 
 pytestmark = pytest.mark.browser
 

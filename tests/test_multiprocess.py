@@ -22,7 +22,7 @@ from django.test import Client
 
 from conftest import _free_port, read_events, wait_for
 from conversations.models import Message
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

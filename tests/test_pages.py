@@ -17,10 +17,10 @@ from django.test import Client
 from django.utils import timezone
 
 from conftest import PASSWORD, wait_for
-from conversations import generation
+from conversations import replies
 from conversations.models import Conversation, Message
 from conversations.text import isolate
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 from tests.helpers import Element, page
 
 # -- reading pages ---------------------------------------------------------------------------
@@ -425,7 +425,7 @@ def test_other_users_conversation_is_404_and_left_alone(
     assert response.status_code == 404
     assert "Mallory" not in response.content.decode()
     assert snapshot(conversation) == before
-    assert generation.live_replies() == []
+    assert replies.live() == []
     assert fake_upstream.chat_requests == []
 
 
@@ -535,7 +535,7 @@ def test_stream_url_answers_only_get_and_post_does_not_restart_reply(
         assert response.status_code == 405
         assert response["Allow"] == "GET"
     assert snapshot(conversation) == before
-    assert generation.live_replies() == []
+    assert replies.live() == []
     assert fake_upstream.chat_requests == []
 
 

@@ -15,9 +15,10 @@ import socket
 import pytest
 
 from conftest import wait_for
-from conversations import generation, usage
+from conversations import usage
 from conversations.models import UsageDaily, UserLimit
-from tests.fake_upstream import Scenario
+from conversations.replies import runner
+from devtools.fake_upstream import Scenario
 from tests.helpers import finished_reply, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,7 +106,7 @@ def test_a_request_the_provider_refused_is_not_charged(
 def test_server_errors_that_persist_are_not_charged_either(
     alice, user, api_key, fake_upstream, monkeypatch
 ):
-    monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
     fake_upstream.queue(*[Scenario(status=503)] * 3)
     reply = finished_reply(send_message(alice, api_key, "x" * 2_000))
 
@@ -114,7 +115,7 @@ def test_server_errors_that_persist_are_not_charged_either(
 
 
 def test_a_refused_connection_is_not_charged(alice, user, make_api_key, monkeypatch):
-    monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

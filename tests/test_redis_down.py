@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from conversations import broker as broker_module
 from conversations import cache as resilient_cache
-from conversations.broker import Broker
 from conversations.models import UserLimit
+from conversations.replies import relay as relays
+from conversations.replies.relay.redis import Relay as RedisRelay
 from tests.helpers import finished_reply, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +29,9 @@ def redis_down(settings, monkeypatch):
         "KEY_PREFIX": "chatsite-test", "OPTIONS": {"socket_connect_timeout": 1},
     }}
     monkeypatch.setattr(resilient_cache, "_down_until", 0.0)
-    monkeypatch.setattr(broker_module, "_broker", Broker(NOWHERE))
+    relays.use(RedisRelay(NOWHERE))
+    yield
+    relays.use(None)
 
 
 def test_pages_and_sending_keep_working_and_replies_finish(alice, api_key, fake_upstream,

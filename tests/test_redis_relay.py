@@ -15,9 +15,12 @@ from django.db import connection
 from django.utils import timezone
 
 from conftest import wait_for
-from conversations import streaming
-from conversations.broker import Broker, Delta, End, Lost, RedisRelay
 from conversations.models import Conversation, Message
+from conversations.replies import relay as relays
+from conversations.replies import stream as streaming
+from conversations.replies import watchdog
+from conversations.replies.feed import Delta, End, Lost
+from conversations.replies.relay.redis import Relay as RedisRelay
 
 REDIS_TEST_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -67,7 +70,7 @@ def text_of(events: list) -> str:
     return text
 
 
-async def watch(relay: RedisRelay | Broker, message_id: int, during=None, timeout: float = 10) -> list:
+async def watch(relay: RedisRelay, message_id: int, during=None, timeout: float = 10) -> list:
     """Subscribe, run ``during()`` in a thread, and collect events until the reply ends."""
     subscription = relay.subscribe(message_id)
     events: list = []
@@ -131,7 +134,8 @@ def test_a_process_listens_only_to_the_replies_it_shows(generating, viewing, pre
 
 @pytest.mark.django_db(transaction=True)
 def test_with_redis_unreachable_a_viewer_still_learns_that_the_reply_ended(user, api_key):
-    broker = Broker("redis://127.0.0.1:1/0")  # nothing listens there
+    relay = RedisRelay("redis://127.0.0.1:1/0")  # nothing listens there
+    relays.use(relay)
     conversation = Conversation.objects.create(owner=user, api_key=api_key, model="gpt-4o-mini")
     reply = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
@@ -141,10 +145,13 @@ def test_with_redis_unreachable_a_viewer_still_learns_that_the_reply_ended(user,
     def finished_in_another_process() -> None:
         Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE,
                                                    content="Done", lease_expires_at=None)
-        broker.watchdog.check()  # what this process's watchdog does every keep-alive interval
+        watchdog.check()  # what this process's watchdog does every keep-alive interval
         connection.close()
 
-    events = asyncio.run(watch(broker, reply.pk, finished_in_another_process, timeout=5))
+    try:
+        events = asyncio.run(watch(relay, reply.pk, finished_in_another_process, timeout=5))
+    finally:
+        relays.use(None)
     assert events[-1] == End()
     assert set(map(type, events)) <= {Lost, End}  # Lost: the stream view follows the database
 
@@ -153,8 +160,8 @@ def test_with_redis_unreachable_a_viewer_still_learns_that_the_reply_ended(user,
 def test_with_redis_unreachable_a_stream_follows_the_reply_through_the_database(
     user, api_key, monkeypatch
 ):
-    broker = Broker("redis://127.0.0.1:1/0")  # nothing listens there
-    monkeypatch.setattr(streaming, "get_broker", lambda: broker)
+    relay = RedisRelay("redis://127.0.0.1:1/0")  # nothing listens there
+    relays.use(relay)
     conversation = Conversation.objects.create(owner=user, api_key=api_key, model="gpt-4o-mini")
     reply = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
@@ -185,14 +192,17 @@ def test_with_redis_unreachable_a_stream_follows_the_reply_through_the_database(
         events = []
         worker = asyncio.create_task(asyncio.to_thread(written_in_another_process))
         async with asyncio.timeout(20):
-            async for event in streaming.reply_events(reply.pk, 0, render_final):
+            async for event in streaming.events(reply.pk, 0, render_final):
                 events.append(event)
                 if event.startswith("event: delta"):
                     received.append(event.split("data: ", 1)[1].rstrip("\n"))
         await worker
         return events
 
-    events = asyncio.run(stream())
+    try:
+        events = asyncio.run(stream())
+    finally:
+        relays.use(None)
     assert "".join(received) == "".join(parts)
     assert events[-1].startswith("event: done") and "final: Written in another process." in events[-1]
-    assert not broker.relay.available()  # new viewers go straight to the database meanwhile
+    assert not relay.available()  # new viewers go straight to the database meanwhile

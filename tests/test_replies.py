@@ -14,9 +14,10 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from conftest import read_events, session_for, wait_for
-from conversations import generation
+from conversations import replies
 from conversations.models import Conversation, Message
-from tests.fake_upstream import Scenario
+from conversations.replies import runner
+from devtools.fake_upstream import Scenario
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +90,7 @@ def test_follow_up_sends_the_whole_conversation_with_its_system_prompt(alice, ap
 def test_upstream_errors_tell_the_member_what_happened_and_keep_their_message(
     alice, api_key, fake_upstream, scenario, kind, words, monkeypatch
 ):
-    monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
     fake_upstream.queue(scenario, scenario, scenario)  # retryable ones are tried three times
     reply = finished(send(alice, api_key, "Will this work?"))
     assert reply.status == "error"
@@ -149,7 +150,7 @@ def test_used_up_quota_is_never_retried(alice, api_key, fake_upstream):
 
 
 def test_server_errors_are_retried_at_most_twice(alice, api_key, fake_upstream, monkeypatch):
-    monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
     fake_upstream.queue(*[Scenario(status=502)] * 4, Scenario())
     reply = finished(send(alice, api_key))
     assert reply.status == "error" and reply.error_status == 502
@@ -158,7 +159,7 @@ def test_server_errors_are_retried_at_most_twice(alice, api_key, fake_upstream, 
 
 def test_a_stream_cut_before_any_text_is_not_sent_again(alice, api_key, fake_upstream, monkeypatch):
     # The provider accepted the request (200) and may bill it: the member decides with Retry.
-    monkeypatch.setattr(generation, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
     fake_upstream.queue(Scenario(tokens=["x"], drop_after=0), Scenario(tokens=["Second", " try"]))
     reply = finished(send(alice, api_key))
     assert reply.status == "error" and reply.error_type == "connection"
@@ -250,7 +251,8 @@ def test_stop_from_another_process_ends_a_stalled_reply_within_a_second(
     assert fake_upstream.wait_for_disconnect(2), "the upstream connection stayed open"
 
 
-def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstream):
+def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstream, settings):
+    settings.CHATSITE_FLUSH_INTERVAL = 0.25  # 2 s by default: a 1.2 s reply would show no batch
     tokens = [f"t{i} " for i in range(120)]
     fake_upstream.queue(Scenario(tokens=tokens, token_delay=0.01))
     reply = send(alice, api_key)
@@ -265,10 +267,13 @@ def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstrea
     assert message.content == "".join(tokens)
     partial = [text for text in seen if text and text != message.content]
     assert partial, "the stored text did not grow while the reply streamed"
+    assert all(message.content.startswith(text) for text in seen)  # appended, never rewritten
     assert len(seen) <= 12, f"{len(seen)} different stored texts for a 1.2 s reply of 120 tokens"
 
 
-def test_reply_whose_process_died_is_marked_interrupted_and_can_be_retried(alice, user, api_key):
+def test_reply_whose_process_died_is_shown_interrupted_and_can_be_retried(
+    alice, user, api_key, fake_upstream
+):
     conversation = Conversation.objects.create(owner=user, api_key=api_key, model="gpt-4o-mini")
     Message.objects.create(conversation=conversation, role="user", content="Question")
     stale = Message.objects.create(
@@ -277,8 +282,15 @@ def test_reply_whose_process_died_is_marked_interrupted_and_can_be_retried(alice
     )
     page = alice.get(f"/c/{conversation.pk}/").content.decode()
     stale.refresh_from_db()
+    assert stale.status == "streaming"  # pages never write: the watchdog marks it
+    assert "Half an" in page and ">Retry</button>" in page and "The server stopped" in page
+
+    assert replies.reap_stale() == 1
+    stale.refresh_from_db()
     assert stale.status == "interrupted" and stale.content == "Half an"
-    assert "Half an" in page and ">Retry</button>" in page
+    assert alice.post(f"/m/{stale.pk}/retry").status_code == 302
+    retried = finished(Message.objects.filter(role="assistant").latest("id"))
+    assert retried.pk != stale.pk and retried.content == "Hello, world!"
 
 
 def test_stream_sends_each_delta_with_its_offset_then_the_final_html(
@@ -474,3 +486,22 @@ def test_open_streams_do_not_hold_database_connections(live_url, user, api_key, 
     finally:
         for response in streams:
             response.close()
+
+
+def test_beyond_the_configured_number_of_replies_a_message_is_refused_as_busy(
+    alice, api_key, fake_upstream, settings
+):
+    settings.CHATSITE_MAX_GENERATIONS = 1
+    fake_upstream.queue(Scenario(hang_after=0))
+    first = send(alice, api_key, "First")
+    wait_for(lambda: fake_upstream.chat_requests)
+
+    refused = alice.post("/c/new/messages", {"content": "Second",
+                                             "model": f"{api_key.pk}:gpt-4o-mini"})
+
+    assert refused.status_code == 400
+    assert "busy writing other replies" in refused.content.decode()
+    assert not Message.objects.filter(content="Second").exists()  # nothing stored, nothing lost
+    alice.post(f"/m/{first.pk}/stop")
+    assert finished(first).status == "cancelled"
+    assert finished(send(alice, api_key, "Third")).status == "complete"  # room again

@@ -16,7 +16,7 @@ from django.utils import timezone
 from conftest import PASSWORD, wait_for
 from conversations import limits
 from conversations.models import ApiKey, AuditEvent, Message, Team, UsageDaily, UserLimit
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ import types
 import pytest
 
 from conftest import read_events, session_for, wait_for
-from conversations import services, upstream
+from conversations import replies, upstream
 from conversations.models import Message
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 from tests.helpers import finished_reply, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +51,7 @@ def test_one_replys_unstorable_text_never_costs_another_reply_its_text_or_lease(
     second = send_message(other, api_key, "Second")
 
     def both_final() -> bool:
-        services.reply_reap_stale()  # as every page view and stream watchdog does
+        replies.reap_stale()  # as the watchdog does
         return not Message.objects.filter(pk__in=[first.pk, second.pk],
                                           status__in=Message.UNFINISHED).exists()
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import SECRETS
 from conversations import crypto, upstream
 from conversations.upstream import Credentials, Finish, TextDelta, UpstreamError, Usage
-from tests.fake_upstream import Scenario
+from devtools.fake_upstream import Scenario
 
 SECRET = "sk-test-upstream-7Hq2ZxV9LmN4pR8sT1uW"
 MESSAGES = [{"role": "user", "content": "hi"}]

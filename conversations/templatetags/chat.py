@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from django import template
 from django.template.defaultfilters import stringfilter
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from .. import text
-from ..rendering import render_markdown
+from ..rendering import VERSION, render_markdown
 
 register = template.Library()
 
@@ -14,6 +14,15 @@ register = template.Library()
 def markdown(value: str) -> SafeString:
     """Render model output as sanitized HTML."""
     return render_markdown(value or "")
+
+
+@register.filter
+def message_html(message) -> SafeString:
+    """Return a reply's HTML: as stored when it finished, or rendered now if it has none yet
+    (still streaming, or stored under older rules)."""
+    if message.content_html and message.html_version == VERSION:
+        return mark_safe(message.content_html)  # sanitized when it was stored
+    return render_markdown(message.content or "")
 
 
 @register.filter(is_safe=True)

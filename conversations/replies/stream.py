@@ -1,40 +1,26 @@
-"""Server-sent events that tail one reply, for htmx's SSE extension.
+"""The event stream of one reply: what a viewer's EventSource receives.
 
 A stream starts at an offset into the reply (``Last-Event-ID`` on a reconnect, or the length of
-the text the page already shows), sends what the reply has beyond it as ``delta`` events whose
-``id`` is the offset after them, and ends with one ``done`` event carrying the final HTML of the
-message, which closes the EventSource (``sse-close="done"``). The stream only reads: a reconnect
-never starts a second upstream call.
+the text the page already shows), sends what the reply has beyond it as ``delta`` events, and
+ends with one ``done`` event carrying the final HTML of the message. It subscribes before it
+reads the database, so the reply cannot end unseen in between; it follows the live registry when
+the reply is generated in this process (no relay, no query per token), the relay backend
+otherwise, and the database when the relay loses something. The stream only reads: a reconnect
+never starts a second upstream call, and a stale reply is shown as interrupted without a write.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.utils.html import escape
 
-from .broker import End, Lost, get_broker
-from .models import Message
-
-_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
-
-
-def event(name: str, data: str, event_id: int | None = None) -> str:
-    """Return one SSE event. Every line of ``data`` gets its own ``data:`` field, so text from
-    the model cannot end the event early or forge another one."""
-    lines = [f"event: {name}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.extend(f"data: {line}" for line in _LINE_BREAKS.split(data))
-    return "\n".join(lines) + "\n\n"
-
-
-def delta_event(text: str, end_offset: int) -> str:
-    return event("delta", escape(text), end_offset)
+from ..models import Message
+from . import registry, sse, watchdog
+from .feed import End, Feed, Lost
+from .relay import get_poller, get_relay
 
 
 def release_connection() -> None:
@@ -87,52 +73,72 @@ async def _load(message_id: int) -> Message | None:
     return await run_sync(_load_sync, message_id)
 
 
-async def reply_events(
+def _load_sync(message_id: int) -> Message | None:
+    try:
+        return Message.objects.filter(pk=message_id).first()
+    finally:
+        release_connection()
+
+
+async def _load(message_id: int) -> Message | None:
+    return await run_sync(_load_sync, message_id)
+
+
+def _feed(message_id: int) -> Feed:
+    live = registry.get(message_id)
+    if live is not None:
+        return live.subscribe()
+    watchdog.ensure_running()
+    relay = get_relay()
+    if relay.available():
+        return relay.subscribe(message_id)
+    return get_poller().subscribe(message_id)
+
+
+async def events(
     message_id: int, offset: int, render_final: Callable[[Message], Awaitable[str]]
 ) -> AsyncIterator[str]:
     """Yield the SSE events of reply ``message_id`` from ``offset`` until it is final."""
     release_request_thread()
     sent = offset
     keepalive = settings.CHATSITE_KEEPALIVE_SECONDS
-    broker = get_broker()
-    yield "retry: 1000\n\n"
-    # Subscribe before reading the database: the reply cannot end unseen in between.
-    subscription = broker.subscribe(message_id)
+    yield sse.RETRY
+    feed = _feed(message_id)  # before reading the database: the end cannot be missed
     try:
         message = await _load(message_id)
         if message is None:
             return
-        if message.is_unfinished:
-            known = max(subscription.snapshot, message.content, key=len)
+        if message.is_unfinished and not message.is_stale:
+            known = max(feed.snapshot, message.content, key=len)
             if len(known) > sent:
-                yield delta_event(known[sent:], len(known))
+                yield sse.delta(known[sent:], len(known))
                 sent = len(known)
             ended = False
             while not ended:
-                batch = await subscription.get_batch(keepalive)
+                batch = await feed.get_batch(keepalive)
                 if not batch:
-                    yield ": keep-alive\n\n"
+                    yield sse.KEEPALIVE
                     continue
                 text = []
                 for item in batch:
-                    if isinstance(item, End):
+                    if type(item) is End:
                         ended = True
                         break
-                    if isinstance(item, Lost) or item.offset > sent:
+                    if type(item) is Lost or item.offset > sent:
                         # The relay lost its connection, or something in it: follow the
                         # database instead (it resends from the start; overlaps are dropped).
-                        subscription.close()
-                        subscription = broker.poller.subscribe(message_id)
+                        feed.close()
+                        feed = get_poller().subscribe(message_id)
                         break
                     end = item.offset + len(item.text)
                     if end > sent:
                         text.append(item.text[sent - item.offset:])
                         sent = end
                 if text:
-                    yield delta_event("".join(text), sent)
+                    yield sse.delta("".join(text), sent)
             message = await _load(message_id)
             if message is None:
                 return
-        yield event("done", await render_final(message), len(message.content))
+        yield sse.done(await render_final(message), len(message.content))
     finally:
-        subscription.close()
+        feed.close()

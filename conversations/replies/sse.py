@@ -1,0 +1,31 @@
+"""The server-sent events wire format of a reply stream, in one place.
+
+``delta`` events carry escaped text and the offset after it as their ``id`` (what
+``Last-Event-ID`` sends back on a reconnect); one ``done`` event carries the final HTML of the
+message and closes the EventSource (``sse-close="done"``). Every line of data gets its own
+``data:`` field, so text from the model can never end an event early or forge another one.
+"""
+
+from __future__ import annotations
+
+from django.utils.html import escape
+
+RETRY = "retry: 1000\n\n"
+KEEPALIVE = ": keep-alive\n\n"
+_LINE_BREAKS = str.maketrans({"\r": "\n"})
+
+
+def event(name: str, data: str, event_id: int | None = None) -> str:
+    """Return one SSE event with ``data`` split into ``data:`` lines."""
+    head = f"event: {name}\nid: {event_id}\n" if event_id is not None else f"event: {name}\n"
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").translate(_LINE_BREAKS)
+    return head + "data: " + data.replace("\n", "\ndata: ") + "\n\n"
+
+
+def delta(text: str, end_offset: int) -> str:
+    return event("delta", escape(text), end_offset)
+
+
+def done(html: str, length: int) -> str:
+    return event("done", html, length)
