@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -117,3 +118,34 @@ def check(*, user, team) -> None:
     limit = _user_limit(user)
     check_budgets(user=user, team=team, limit=limit)
     take_request(user=user, limit=limit)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One monthly budget that applies to a member: their own, or one of their teams'."""
+
+    team: object | None  # the team (a Group), or None for the member's own budget
+    limit: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def budgets(*, user) -> list[Budget]:
+    """Return the monthly budgets that apply to ``user``: their own and their teams'."""
+    found = []
+    own = monthly_budget(user)
+    if own is not None:
+        found.append(Budget(None, own, usage.tokens_this_month(user=user)))
+    for team in Team.objects.filter(group__user=user, monthly_token_budget__isnull=False) \
+            .select_related("group").order_by("group__name"):
+        found.append(Budget(team.group, team.monthly_token_budget,
+                            usage.tokens_this_month(team=team.group)))
+    return found
+
+
+def binding_budget(*, user) -> Budget | None:
+    """Return the budget that stops ``user`` first (the least left), if any applies."""
+    return min(budgets(user=user), key=lambda budget: budget.left, default=None)

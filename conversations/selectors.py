@@ -39,7 +39,42 @@ def message_get(*, user, pk: int) -> Message:
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    return [as_shown(message) for message in Message.objects.for_conversation(conversation)]
+    """Return the conversation's messages as the page shows them, the one reply that offers
+    Regenerate or Retry marked (``offers_retry``)."""
+    messages = [as_shown(message) for message in Message.objects.for_conversation(conversation)]
+    current = [message for message in messages if not message.superseded]
+    for message in messages:
+        message.offers_retry = False
+    if current and current[-1].role == Message.Role.ASSISTANT and not current[-1].is_unfinished:
+        current[-1].offers_retry = True
+    return messages
+
+
+def offers_retry(message: Message) -> bool:
+    """Return whether ``message`` is the reply that offers Regenerate or Retry: the last current
+    message of its conversation, an assistant's, finished. (``message_list`` marks the same one
+    for a whole page.)"""
+    return (
+        message.role == Message.Role.ASSISTANT and not message.superseded
+        and not message.is_unfinished
+        and not Message.objects.filter(conversation_id=message.conversation_id, id__gt=message.pk,
+                                       superseded=False).exists()
+    )
+
+
+def last_reply(*, conversation_id: int, before: int) -> Message | None:
+    """Return the last current reply of a conversation before message ``before``."""
+    return (Message.objects.filter(conversation_id=conversation_id, id__lt=before,
+                                   role=Message.Role.ASSISTANT, superseded=False)
+            .order_by("-id").first())
+
+
+def administrators() -> list[str]:
+    """Return the usernames of a few active superusers, for "ask an administrator"."""
+    from django.contrib.auth import get_user_model
+
+    return list(get_user_model().objects.filter(is_superuser=True, is_active=True)
+                .order_by("username").values_list("username", flat=True)[:3])
 
 
 def as_shown(message: Message) -> Message:

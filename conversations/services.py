@@ -143,6 +143,8 @@ def message_send(
 ) -> tuple[Message, Message]:
     """Store the member's message (in a new conversation if none) and start the reply."""
     content = _clean_content(content)
+    if conversation is not None:
+        _ensure_idle(conversation)  # a second message would cut the first reply off
     team = _reply_team(owner=owner, key=api_key, model=model)
     with transaction.atomic():
         if conversation is None:

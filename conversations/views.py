@@ -19,7 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from . import exports, replies, selectors, services
 from .forms import MessageForm, RenameForm, SetupForm
 from .middleware import users_exist
-from .models import Conversation, Message
+from .models import ApiKey, Conversation, Message
 from .replies.stream import release_connection, run_sync
 
 
@@ -37,6 +37,8 @@ def _chat_page(
         "chat_messages": chat_messages,
         "form": form,
         "has_keys": bool(groups),
+        "keys_exist": not groups and ApiKey.objects.active().exists(),
+        "administrators": [] if groups else selectors.administrators(),
     }, status=status)
 
 
@@ -66,12 +68,22 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _chat_page(request, selectors.conversation_get(user=request.user, pk=pk))
 
 
-def _render_message(request: HttpRequest, message: Message, *, is_last: bool = True) -> str:
-    return render_to_string(
-        "conversations/chat.html#message",
-        {"message": message, "is_last": is_last},
-        request=request,
+def _render_message(request: HttpRequest, message: Message, *, offers_retry: bool | None = None
+                    ) -> str:
+    """Render one message; whether it offers Regenerate or Retry is the selector's answer unless
+    the caller knows it (a reply just created does not, yet: it is unfinished)."""
+    message.offers_retry = (
+        selectors.offers_retry(message) if offers_retry is None else offers_retry
     )
+    return render_to_string("conversations/chat.html#message", {"message": message},
+                            request=request)
+
+
+def _without_retry(message: Message | None) -> str:
+    """An out-of-band swap that removes ``message``'s Regenerate/Retry (no longer the last)."""
+    if message is None:
+        return ""
+    return f'<div id="actions-{message.pk}" hx-swap-oob="delete"></div>'
 
 
 @require_POST
@@ -94,8 +106,12 @@ def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 return redirect(f"{url}#message-{reply.pk}")
             if conversation is None:
                 return HttpResponseClientRedirect(url)
+            previous = selectors.last_reply(conversation_id=reply.conversation_id,
+                                            before=question.pk)
             response = HttpResponse(
-                _render_message(request, question, is_last=False) + _render_message(request, reply)
+                _render_message(request, question, offers_retry=False)
+                + _render_message(request, reply, offers_retry=False)
+                + _without_retry(previous)
             )
             return trigger_client_event(response, "chat:sent")
     if request.htmx:
@@ -131,7 +147,8 @@ def message_retry(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         message.refresh_from_db()
         return HttpResponse(
-            _render_message(request, message, is_last=False) + _render_message(request, reply)
+            _render_message(request, message, offers_retry=False)
+            + _render_message(request, reply, offers_retry=False)
         )
     return redirect(f"{url}#message-{reply.pk}")
 
@@ -173,10 +190,7 @@ async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse
 
     def render_final(final: Message) -> str:
         try:
-            is_last = not Message.objects.filter(
-                conversation_id=final.conversation_id, id__gt=final.pk
-            ).exists()
-            return _render_message(request, selectors.as_shown(final), is_last=is_last)
+            return _render_message(request, selectors.as_shown(final))
         finally:
             release_connection()
 

@@ -160,7 +160,7 @@ def test_stop_button_ends_the_reply_within_a_second_and_retry_gets_a_new_one(
     body = page.locator("article.message--assistant .message__body").last
     wait_for(lambda: body.inner_text().strip() == "Never ending story", 10)
     started = time.monotonic()
-    page.get_by_role("button", name="Stop").click()
+    page.locator("article.message--assistant").last.get_by_role("button", name="Stop").click()
     page.get_by_text("Stopped: the reply is incomplete.").wait_for(timeout=2000)
     assert time.monotonic() - started < 1.0
     assert fake_upstream.wait_for_disconnect(2), "Stop did not close the upstream connection"

@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conftest import PASSWORD, log_in, wait_for, watch
-from conversations.models import ApiKey, Message, UsageDaily, UserLimit
+from conversations.models import ApiKey, Message, Team, UsageDaily, UserLimit
 from tests.helpers import page as html
 
 D1, D2, D3 = datetime.date(2025, 3, 1), datetime.date(2025, 3, 2), datetime.date(2025, 3, 5)
@@ -360,9 +360,26 @@ def test_member_page_shows_the_monthly_budget_and_tokens_used(alice, user, setti
 
     UserLimit.objects.create(user=user, monthly_token_budget=1000)
     section = html(alice.get("/usage/")).find("section", class_="usage-budget")
-    assert "You have used 250 of your monthly budget of 1,000 tokens." in section.text
+    assert "You have used 250 of your monthly budget of 1,000 tokens: 750 left." in section.text
     assert section.find("meter").attrs["value"] == "250"
     assert section.find("meter").attrs["max"] == "1000"
+
+
+@pytest.mark.django_db
+def test_member_page_shows_the_team_budget_that_binds_and_what_is_left(alice, user, settings):
+    settings.CHATSITE_DEFAULT_MONTHLY_TOKENS = None
+    team = Group.objects.create(name="Support")
+    user.groups.add(team)
+    Team.objects.create(group=team, monthly_token_budget=1000)
+    UserLimit.objects.create(user=user, monthly_token_budget=50_000)
+    UsageDaily.objects.bulk_create([usage_row(timezone.localdate(), user, prompt=900, completion=100,
+                                              team=team)])
+
+    section = html(alice.get("/usage/")).find("section", class_="usage-budget")
+
+    assert "Your team Support has used 1,000 of its monthly budget of 1,000 tokens: 0 left." in (
+        section.text)
+    assert "new messages are refused" in section.text
 
 
 @pytest.mark.django_db(transaction=True)

@@ -27,7 +27,11 @@
     if (errors) errors.innerHTML = "";
     var empty = document.getElementById("empty-state");
     if (empty) empty.remove();
+    following = true;
+    var jump = jumpButton();
+    if (jump) jump.hidden = true;
     scrollToEnd();
+    updateComposer();
   });
 
   // A failed request (network down, server error) keeps what was typed and says so.
@@ -55,7 +59,6 @@
       var url = source.getAttribute("sse-connect").replace(/([?&])offset=\d+/, "$1offset=" + id);
       source.setAttribute("sse-connect", url);
     }
-    if (nearEnd()) scrollToEnd();
   });
 
   // Before the first text: how long the model has been working, in the page's language.
@@ -111,8 +114,92 @@
     addCopyButtons(event.target.parentNode || document);
   });
 
+  // "Copy" on every finished message: its text as the member reads it.
+  function enableMessageCopy(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard || button.dataset.ready) return;
+      button.dataset.ready = "1";
+      button.hidden = false;
+      var label = button.textContent;
+      button.addEventListener("click", function () {
+        var body = document.querySelector(button.getAttribute("data-copy"));
+        if (!body) return;
+        navigator.clipboard.writeText(body.innerText).then(function () {
+          button.textContent = button.getAttribute("data-copied");
+          setTimeout(function () { button.textContent = label; }, 1500);
+        });
+      });
+    });
+  }
+  document.body.addEventListener("htmx:afterSettle", function (event) {
+    enableMessageCopy(event.target.parentNode || document);
+    updateComposer();
+  });
+
+  // While a reply is being written, the composer offers Stop instead of Send (the server
+  // refuses a second message meanwhile too); Esc stops it as well.
+  function streamingStop() {
+    var streaming = document.querySelectorAll(".message__body--streaming");
+    if (!streaming.length) return null;
+    var article = streaming[streaming.length - 1].closest("article");
+    return article && article.querySelector("button.stop");
+  }
+  function updateComposer() {
+    var form = composer();
+    if (!form) return;
+    var send = form.querySelector(".composer__send");
+    var stop = form.querySelector(".composer__stop");
+    if (!send || !stop) return;
+    var streaming = streamingStop() !== null;
+    send.hidden = streaming;
+    stop.hidden = !streaming;
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest || !event.target.closest(".composer__stop")) return;
+    var stop = streamingStop();
+    if (stop) stop.click();
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && !event.isComposing) {
+      var stop = streamingStop();
+      if (stop) { event.preventDefault(); stop.click(); }
+    }
+    // Ctrl+Shift+O (as in ChatGPT): a new chat.
+    if ((event.ctrlKey || event.metaKey) && event.shiftKey && (event.key === "O" || event.key === "o")) {
+      var link = document.querySelector("a.new-chat");
+      if (link) { event.preventDefault(); window.location.assign(link.href); }
+    }
+  });
+  document.body.addEventListener("htmx:sseClose", updateComposer);
+
+  // The page follows the reply while the member is at the bottom; once they scroll up it
+  // stops, and "Jump to latest" brings them back.
+  var following = true;
+  function jumpButton() { return document.getElementById("jump-to-latest"); }
+  function watchScrolling() {
+    var list = document.getElementById("messages");
+    if (!list) return;
+    list.addEventListener("scroll", function () {
+      following = nearEnd();
+      var jump = jumpButton();
+      if (jump) jump.hidden = following;
+    });
+    var jump = jumpButton();
+    if (jump) jump.addEventListener("click", function () {
+      following = true;
+      jump.hidden = true;
+      scrollToEnd();
+    });
+  }
+  document.body.addEventListener("htmx:sseMessage", function () {
+    if (following) scrollToEnd();
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     addCopyButtons(document);
+    enableMessageCopy(document);
+    updateComposer();
+    watchScrolling();
     scrollToEnd();
   });
 })();

@@ -1,0 +1,164 @@
+"""Controls that are always right: only the last reply offers Regenerate or Retry, a second
+message cannot cut a streaming reply off, a member without a model reads why and whom to ask,
+each message shows its model and time with a Copy button, and the keyboard, the page and the
+composer follow the reply."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import wait_for
+from conversations.models import Conversation, Message
+from devtools.fake_upstream import Scenario
+from tests.helpers import finished_reply, send_message
+from tests.helpers import page as parse
+
+IN_TRANSACTIONS = pytest.mark.django_db(transaction=True)
+
+
+def retry_buttons(document) -> list[str]:
+    """The ids of the messages whose actions offer Regenerate or Retry."""
+    return [form.attrs["id"] for form in document.find_all("form", class_="inline message__actions")]
+
+
+@IN_TRANSACTIONS
+def test_only_the_last_reply_offers_regenerate(alice, api_key, fake_upstream):
+    first = finished_reply(send_message(alice, api_key, "One"))
+    conversation = Conversation.objects.get(pk=first.conversation_id)
+    second = finished_reply(send_message(alice, api_key, "Two", conversation=conversation))
+
+    document = parse(alice.get(f"/c/{conversation.pk}/"))
+
+    assert retry_buttons(document) == [f"actions-{second.pk}"]
+
+
+@IN_TRANSACTIONS
+def test_a_message_sent_without_reload_takes_regenerate_away_from_the_earlier_reply(
+    alice, api_key, fake_upstream
+):
+    first = finished_reply(send_message(alice, api_key, "One"))
+
+    response = alice.post(f"/c/{first.conversation_id}/messages",
+                          {"content": "Two", "model": f"{api_key.pk}:gpt-4o-mini"},
+                          HTTP_HX_REQUEST="true")
+
+    body = response.content.decode()
+    assert f'<div id="actions-{first.pk}" hx-swap-oob="delete"></div>' in body
+    assert 'class="inline message__actions"' not in body  # the new reply is not finished yet
+    finished_reply(Message.objects.filter(role="assistant").latest("id"))
+
+
+@IN_TRANSACTIONS
+def test_a_second_message_while_a_reply_streams_is_refused_and_the_first_goes_on(
+    alice, api_key, fake_upstream
+):
+    fake_upstream.queue(Scenario(tokens=["Still", " writing", " this."], token_delay=0.3))
+    first = send_message(alice, api_key, "First")
+    wait_for(lambda: Message.objects.get(pk=first.pk).status == "streaming")
+
+    refused = alice.post(f"/c/{first.conversation_id}/messages",
+                         {"content": "Second", "model": f"{api_key.pk}:gpt-4o-mini"})
+
+    assert refused.status_code == 400
+    assert "Wait for the reply to finish, or stop it, first." in refused.content.decode()
+    assert not Message.objects.filter(content="Second").exists()
+    assert finished_reply(first).content == "Still writing this."
+
+
+@pytest.mark.django_db
+def test_a_member_with_keys_but_no_grant_reads_why_and_whom_to_ask(
+    alice, make_api_key, django_user_model
+):
+    make_api_key(everyone=False)
+    django_user_model.objects.create_superuser("olivia", password="x")
+
+    notice = parse(alice.get("/")).find("p", class_="notice").text
+
+    assert "no API key is granted to you or to one of your teams" in notice
+    assert "olivia" in notice and "No API key is set up yet" not in notice
+
+
+@pytest.mark.django_db
+def test_form_errors_name_the_field(alice, api_key):
+    response = alice.post("/c/new/messages", {"content": "Hi", "model": "999:nothing"})
+
+    assert "Model: That model is not available." in response.content.decode()
+
+
+@IN_TRANSACTIONS
+def test_each_message_shows_its_model_its_time_and_a_copy_button(alice, api_key, fake_upstream):
+    reply = finished_reply(send_message(alice, api_key, "Hi"))
+
+    article = parse(alice.get(f"/c/{reply.conversation_id}/")).find("article",
+                                                                    id=f"message-{reply.pk}")
+
+    assert "gpt-4o-mini" in article.find("h2").text
+    assert article.find("time").attrs["datetime"].startswith(str(reply.created_at.year))
+    copy = article.find("button", class_="message__copy link")
+    assert copy.text == "Copy" and copy.attrs["data-copy"] == f"#message-{reply.pk} .message__body"
+
+
+@pytest.mark.django_db
+def test_change_password_is_in_the_sites_own_look(alice):
+    document = parse(alice.get("/accounts/password_change/"))
+
+    assert document.find("h1").text == "Change your password"
+    assert document.find("a", class_="skip-link").attrs["href"] == "#main"
+    assert "Django administration" not in str(alice.get("/accounts/password_change/").content)
+    links = [a.attrs.get("href") for a in document.find_all("a")]
+    assert "/" in links and not any(link and link.startswith("/admin") for link in links)
+
+
+# -- in the browser ----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_while_a_reply_streams_the_composer_offers_stop_and_esc_stops_it(
+    page, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    fake_upstream.queue(Scenario(tokens=["Never", " ending", " story"], hang_after=2))
+    log_in(page, "alice")
+    page.get_by_role("textbox", name="Message").fill("Tell me")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    composer = page.locator("#composer")
+    composer.get_by_role("button", name="Stop").wait_for(timeout=5000)
+    assert not composer.get_by_role("button", name="Send").is_visible()
+
+    page.keyboard.press("Escape")
+
+    page.get_by_text("Stopped: the reply is incomplete.").wait_for(timeout=3000)
+    composer.get_by_role("button", name="Send").wait_for(timeout=3000)
+    assert page.get_by_role("button", name="Copy").last.is_visible()
+
+
+@pytest.mark.browser
+def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump_to_latest(
+    page, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    page.set_viewport_size({"width": 1000, "height": 500})
+    fake_upstream.queue(Scenario(tokens=[f"line {n}\n\n" for n in range(60)], token_delay=0.05))
+    log_in(page, "alice")
+    page.get_by_role("textbox", name="Message").fill("Write a lot")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    messages = page.locator("#messages")
+    wait_for(lambda: messages.evaluate("m => m.scrollHeight > m.clientHeight + 200"), 10)
+    assert messages.evaluate("m => m.scrollHeight - m.scrollTop - m.clientHeight < 150")
+
+    messages.evaluate("m => m.scrollTo(0, 0)")
+    jump = page.get_by_role("button", name="Jump to latest")
+    jump.wait_for(timeout=3000)
+    top = messages.evaluate("m => m.scrollTop")
+    page.wait_for_timeout(300)
+    assert messages.evaluate("m => m.scrollTop") == top  # no longer follows
+
+    jump.click()
+    assert messages.evaluate("m => m.scrollHeight - m.scrollTop - m.clientHeight < 150")
+    assert not jump.is_visible()
