@@ -329,3 +329,25 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.target}"
+
+
+class Preference(models.Model):
+    """A member's own settings for the site: the colour theme ("" follows the system)."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "", _("Follow the system")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+        related_name="chat_preference",
+    )
+    theme = models.CharField(_("theme"), max_length=8, choices=Theme.choices, blank=True)
+
+    class Meta:
+        verbose_name = _("preference")
+        verbose_name_plural = _("preferences")
+
+    def __str__(self) -> str:
+        return str(self.user_id)

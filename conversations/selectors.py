@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
-from .models import ApiKey, Conversation, Message, Team
+from .models import ApiKey, Conversation, Message, Preference, Team
 from .replies.leases import INTERRUPTED_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -160,3 +160,8 @@ def degraded_services() -> dict[str, str]:
         return {}
     return {"redis": "unreachable: live replies between workers follow the database, caches "
                      "and the per-minute limit are kept per process"}
+
+
+def theme_of(*, user) -> str:
+    """Return the member's colour theme: "" (follow the system), "light" or "dark"."""
+    return Preference.objects.filter(user=user).values_list("theme", flat=True).first() or ""

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import audit, catalog, crypto, limits, replies, selectors, text
-from .models import ApiKey, Conversation, Message
+from .models import ApiKey, Conversation, Message, Preference
 
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 100_000
@@ -212,3 +212,10 @@ def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
 def reply_stop(*, message: Message) -> None:
     """Ask the reply to stop, wherever it is being generated."""
     replies.stop(message.pk)
+
+
+def theme_set(*, user, theme: str):
+    """Remember ``user``'s colour theme ("" follows the system)."""
+    if theme not in Preference.Theme.values:
+        raise ValidationError(_("Choose light, dark or the system's theme."))
+    Preference.objects.update_or_create(user=user, defaults={"theme": theme})

@@ -9,6 +9,7 @@ urlpatterns = [
     path("setup/", views.setup, name="setup"),
     path("healthz", views.healthz, name="healthz"),
     path("usage/", usage_views.usage_mine, name="usage"),
+    path("settings/theme", views.theme_set, name="theme"),
     path("c/new/messages", views.message_create, name="message-create-new"),
     path("c/<int:pk>/", views.conversation_detail, name="detail"),
     path("c/<int:pk>/messages", views.message_create, name="message-create"),

@@ -8,11 +8,20 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
@@ -283,6 +292,31 @@ def setup(request: HttpRequest) -> HttpResponse:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("admin:conversations_apikey_add")
     return render(request, "conversations/setup.html", {"form": form})
+
+
+@require_POST
+@login_required
+def theme_set(request: HttpRequest) -> HttpResponse:
+    """Switch the member's colour theme, then go back to the page they were on."""
+    from .context_processors import SESSION_KEY
+
+    theme = request.POST.get("theme", "")
+    try:
+        services.theme_set(user=request.user, theme=theme)
+    except ValidationError as error:
+        for text in error.messages:
+            messages.warning(request, text)
+    else:
+        request.session[SESSION_KEY] = theme
+        messages.info(request, {
+            "dark": _("Dark mode is on."), "light": _("Dark mode is off."),
+        }.get(theme, _("The colours follow your system's setting.")))
+    back = request.POST.get("next", "")
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = reverse("conversations:home")
+    return HttpResponseRedirect(back)
 
 
 @require_GET

@@ -72,6 +72,8 @@ EXPECTED: dict[str, dict[str, tuple]] = {
     # The chat pages.
     "conversations:home": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
     "conversations:usage": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    # The member's own colour theme: their own setting, nobody else's.
+    "conversations:theme": members((405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
     "conversations:message-create-new": members(
         (405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
     "conversations:detail": OWNED_PAGE,

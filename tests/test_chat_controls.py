@@ -152,7 +152,9 @@ def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump
     wait_for(lambda: messages.evaluate("m => m.scrollHeight > m.clientHeight + 200"), 10)
     assert messages.evaluate("m => m.scrollHeight - m.scrollTop - m.clientHeight < 150")
 
-    messages.evaluate("m => m.scrollTo(0, 0)")
+    box = messages.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -5000)  # the member scrolls up to read
     jump = page.get_by_role("button", name="Jump to latest")
     jump.wait_for(timeout=3000)
     top = messages.evaluate("m => m.scrollTop")
@@ -162,3 +164,109 @@ def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump
     jump.click()
     assert messages.evaluate("m => m.scrollHeight - m.scrollTop - m.clientHeight < 150")
     assert not jump.is_visible()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.browser
+def test_on_a_phone_no_page_is_wider_than_the_screen_and_the_menu_reaches_everything(
+    browser, live_url, user, api_key, fake_upstream
+):
+    from conftest import log_in, watch
+
+    fake_upstream.queue(Scenario(tokens=["| a | b |\n|---|---|\n| " + "wide " * 60 + "| x |\n\n",
+                                         "`" + "x" * 300 + "`"]))
+    context = browser.new_context(base_url=live_url, viewport=PHONE, is_mobile=True,
+                                  has_touch=True)
+    phone = context.new_page()
+    errors = watch(phone)
+    log_in(phone, "alice")
+    phone.get_by_role("textbox", name="Message").fill("A wide table, please")
+    phone.get_by_role("button", name="Send").click()
+    phone.wait_for_url(re.compile(r"/c/\d+/$"))
+    phone.locator("article.message--assistant.message--complete").wait_for(timeout=10000)
+    conversation = phone.url
+
+    overflowing = {}
+    for path in [conversation, "/", "/usage/", "/accounts/password_change/",
+                 conversation + "delete"]:
+        phone.goto(path)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        if width > PHONE["width"]:
+            overflowing[path] = width
+    assert overflowing == {}
+
+    phone.goto(conversation)
+    for name in ("Send",):
+        box = phone.get_by_role("button", name=name).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    delete = phone.get_by_role("link", name="Delete").bounding_box()
+    assert delete and delete["x"] + delete["width"] <= PHONE["width"]
+    assert not phone.get_by_role("link", name="Usage").is_visible()
+
+    phone.get_by_role("button", name="Menu").click()
+    for name in ("New chat", "Usage", "Change password"):
+        assert phone.locator("#sidebar").get_by_role("link", name=name).is_visible(), name
+    assert phone.get_by_role("button", name="Log out").is_visible()
+    phone.locator("#sidebar").get_by_role("link", name="Usage").click()
+    phone.wait_for_url(re.compile(r"/usage/$"))
+    context.close()
+    assert not errors, errors
+
+
+# -- dark mode ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_dark_mode_is_remembered_for_the_member_not_the_browser(client, user):
+    client.force_login(user)
+    switch = parse(client.get("/")).find("button", role="switch")
+    assert switch.text == "Dark mode" and switch.attrs["aria-checked"] == "false"
+    assert "data-follows-system" in switch.attrs  # no choice yet: the page follows the system
+
+    response = client.post("/settings/theme", {"theme": "dark", "next": "/usage/"})
+
+    assert response.status_code == 302 and response["Location"] == "/usage/"
+    elsewhere = client.__class__()
+    elsewhere.force_login(user)  # another browser, the same member
+    html = elsewhere.get("/").content.decode()
+    assert '<html lang="en" data-theme="dark">' in html
+    assert parse(elsewhere.get("/")).find("button", role="switch").attrs["aria-checked"] == "true"
+
+
+@pytest.mark.django_db
+def test_the_theme_switch_goes_back_only_to_this_site(client, user):
+    client.force_login(user)
+
+    response = client.post("/settings/theme", {"theme": "light", "next": "https://evil.example/"})
+
+    assert response["Location"] == "/"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("system", ["light", "dark"])
+def test_the_dark_mode_switch_follows_the_system_until_the_member_chooses(
+    browser, live_url, user, system
+):
+    from conftest import log_in, watch
+
+    context = browser.new_context(base_url=live_url, color_scheme=system)
+    tab = context.new_page()
+    errors = watch(tab)
+    log_in(tab, "alice")
+    background = "getComputedStyle(document.body).backgroundColor"
+    switch = tab.get_by_role("switch", name="Dark mode")
+    assert switch.get_attribute("aria-checked") == ("true" if system == "dark" else "false")
+    before = tab.evaluate(background)
+
+    switch.click()
+    tab.wait_for_load_state()
+
+    assert tab.get_by_role("switch", name="Dark mode").get_attribute("aria-checked") == (
+        "false" if system == "dark" else "true")
+    assert tab.evaluate(background) != before
+    tab.reload()
+    assert tab.evaluate(background) != before  # remembered
+    context.close()
+    assert not errors, errors

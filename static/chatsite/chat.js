@@ -179,10 +179,23 @@
   function watchScrolling() {
     var list = document.getElementById("messages");
     if (!list) return;
-    list.addEventListener("scroll", function () {
-      following = nearEnd();
+    // The member scrolling up (wheel, touch, keys) stops the following at once, before a token
+    // that arrives meanwhile could pull the page back down; reaching the bottom resumes it.
+    function leave() {
+      following = false;
       var jump = jumpButton();
-      if (jump) jump.hidden = following;
+      if (jump && !nearEnd()) jump.hidden = false;
+    }
+    list.addEventListener("wheel", function (event) { if (event.deltaY < 0) leave(); },
+                          {passive: true});
+    list.addEventListener("touchmove", leave, {passive: true});
+    list.addEventListener("keydown", function (event) {
+      if (["ArrowUp", "PageUp", "Home"].indexOf(event.key) >= 0) leave();
+    });
+    list.addEventListener("scroll", function () {
+      if (nearEnd()) following = true;
+      var jump = jumpButton();
+      if (jump) jump.hidden = following || nearEnd();
     });
     var jump = jumpButton();
     if (jump) jump.addEventListener("click", function () {
@@ -195,7 +208,43 @@
     if (following) scrollToEnd();
   });
 
+  // On a phone the conversation list is a menu.
+  function setMenu(open) {
+    var layout = document.querySelector(".layout");
+    var toggle = document.querySelector(".menu-toggle");
+    if (!layout || !toggle) return;
+    layout.classList.toggle("layout--menu-open", open);
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      var first = document.querySelector("#sidebar a");
+      if (first) first.focus();
+    }
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest(".menu-toggle")) {
+      var layout = document.querySelector(".layout");
+      setMenu(!(layout && layout.classList.contains("layout--menu-open")));
+    } else if (!event.target.closest("#sidebar")) {
+      setMenu(false);
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") setMenu(false);
+  });
+
+  // The "Dark mode" switch of a member who has not chosen shows what the system shows.
+  function showSystemTheme() {
+    var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+    document.querySelectorAll("button[role=switch][data-follows-system]").forEach(function (button) {
+      button.setAttribute("aria-checked", dark ? "true" : "false");
+      var value = button.form && button.form.elements.theme;
+      if (value) value.value = dark ? "light" : "dark";
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    showSystemTheme();
     addCopyButtons(document);
     enableMessageCopy(document);
     updateComposer();
