@@ -355,6 +355,8 @@ CHATSITE_CSP = "; ".join([
 CHATSITE_CONNECT_TIMEOUT = float(os.environ.get("CHATSITE_CONNECT_TIMEOUT", "") or 10)
 CHATSITE_FIRST_TOKEN_TIMEOUT = float(os.environ.get("CHATSITE_FIRST_TOKEN_TIMEOUT", "") or 300)
 CHATSITE_IDLE_TIMEOUT = float(os.environ.get("CHATSITE_IDLE_TIMEOUT", "") or 120)
+# The longest reply a member may ask for (tokens), until the model catalog knows each model's.
+CHATSITE_MAX_OUTPUT_TOKENS = env_int("CHATSITE_MAX_OUTPUT_TOKENS", 128_000)
 # Models offered when a key's model list cannot be fetched.
 CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
 CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)

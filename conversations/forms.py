@@ -4,7 +4,7 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm, UsernameField
 from django.contrib.auth.models import User
-from django.core.validators import MaxLengthValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator
 from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
@@ -35,9 +35,30 @@ class MessageForm(forms.Form):
         error_messages={"required": _("Write a message first.")},
     )
     model = forms.ChoiceField(label=_("Model"))
+    # Chat settings: they apply from this message on.
+    instructions = forms.CharField(
+        label=_("Instructions"), required=False, max_length=20_000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": _(
+            "How the assistant should answer, e.g. “Answer briefly, in Korean.”")}),
+    )
+    temperature = forms.DecimalField(
+        label=_("Temperature"), required=False, min_value=0, max_value=2, max_digits=3,
+        decimal_places=2, widget=forms.NumberInput(attrs={"step": "0.1", "inputmode": "decimal"}),
+        help_text=_("0 to 2; lower is more focused. Empty: the model's default."),
+    )
+    max_length = forms.IntegerField(
+        label=_("Maximum length"), required=False, min_value=1,
+        help_text=_("The longest reply, in tokens. Empty: the model's default."),
+    )
 
     def __init__(self, *args, groups: list[ModelGroup], **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        from django.conf import settings
+
+        self.fields["max_length"].max_value = settings.CHATSITE_MAX_OUTPUT_TOKENS
+        self.fields["max_length"].validators.append(
+            MaxValueValidator(settings.CHATSITE_MAX_OUTPUT_TOKENS))
+        self.fields["max_length"].widget.attrs["max"] = settings.CHATSITE_MAX_OUTPUT_TOKENS
         self.groups = groups
         choices = [
             (group.key.name, [(f"{group.key.pk}:{m}", m) for m in group.models])

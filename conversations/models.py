@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.validators import MinValueValidator, URLValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -108,7 +108,15 @@ class Conversation(models.Model):
     title = models.CharField(_("title"), max_length=200, blank=True)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
-    system_prompt = models.TextField(_("system prompt"), blank=True)
+    # The member's settings, sent with every reply from the next one on.
+    system_prompt = models.TextField(_("instructions"), blank=True)
+    temperature = models.DecimalField(
+        _("temperature"), max_digits=3, decimal_places=2, null=True, blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(2)],
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        _("maximum length"), null=True, blank=True, validators=[MinValueValidator(1)],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -103,6 +103,16 @@ def context_for(message: Message) -> list[dict]:
     return context
 
 
+def parameters_for(conversation: Conversation) -> dict:
+    """Return the request parameters the conversation's settings add (temperature, length)."""
+    parameters: dict = {}
+    if conversation.temperature is not None:
+        parameters["temperature"] = float(conversation.temperature)
+    if conversation.max_output_tokens:
+        parameters["max_tokens"] = conversation.max_output_tokens
+    return parameters
+
+
 def models_for_key(key: ApiKey) -> ModelGroup:
     """Return the chat models ``key`` offers (its allow-list, if set), from the catalog in the
     database: no network. A key whose list was never fetched offers its default model and the

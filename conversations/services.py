@@ -5,6 +5,9 @@ Views, admin actions and management commands call them alike; keyword-only argum
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
@@ -138,10 +141,21 @@ def _clean_content(content: str) -> str:
     return content
 
 
+@dataclass(frozen=True)
+class ChatSettings:
+    """What a member sets per conversation; sent with every reply from the next one on."""
+
+    instructions: str = ""
+    temperature: Decimal | None = None
+    max_output_tokens: int | None = None
+
+
 def message_send(
-    *, owner, conversation: Conversation | None, content: str, api_key: ApiKey, model: str
+    *, owner, conversation: Conversation | None, content: str, api_key: ApiKey, model: str,
+    settings: ChatSettings | None = None,
 ) -> tuple[Message, Message]:
-    """Store the member's message (in a new conversation if none) and start the reply."""
+    """Store the member's message (in a new conversation if none) and start the reply; with
+    ``settings``, the conversation takes them first."""
     content = _clean_content(content)
     if conversation is not None:
         _ensure_idle(conversation)  # a second message would cut the first reply off
@@ -151,6 +165,10 @@ def message_send(
             conversation = Conversation(owner=owner)
         conversation.api_key = api_key
         conversation.model = model
+        if settings is not None:
+            conversation.system_prompt = text.clean(settings.instructions.strip())
+            conversation.temperature = settings.temperature
+            conversation.max_output_tokens = settings.max_output_tokens
         if not conversation.title:
             conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
         conversation.save()

@@ -38,7 +38,12 @@ def _chat_page(
 ) -> HttpResponse:
     groups = selectors.model_groups(user=request.user)
     if form is None:
-        form = MessageForm(groups=groups, initial={"model": _initial_model(request.user, conversation, groups)})
+        initial = {"model": _initial_model(request.user, conversation, groups)}
+        if conversation is not None:
+            initial.update(instructions=conversation.system_prompt,
+                           temperature=conversation.temperature,
+                           max_length=conversation.max_output_tokens)
+        form = MessageForm(groups=groups, initial=initial)
     chat_messages = selectors.message_list(conversation=conversation) if conversation else []
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
@@ -95,6 +100,17 @@ def _without_retry(message: Message | None) -> str:
     return f'<div id="actions-{message.pk}" hx-swap-oob="delete"></div>'
 
 
+def _chat_settings(request: HttpRequest, form: MessageForm) -> services.ChatSettings | None:
+    """The chat settings the composer sent, or None if it sent none (they stay as they are)."""
+    if "instructions" not in request.POST:
+        return None
+    return services.ChatSettings(
+        instructions=form.cleaned_data["instructions"],
+        temperature=form.cleaned_data["temperature"],
+        max_output_tokens=form.cleaned_data["max_length"],
+    )
+
+
 @require_POST
 @login_required
 def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
@@ -106,6 +122,7 @@ def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             question, reply = services.message_send(
                 owner=request.user, conversation=conversation,
                 content=form.cleaned_data["content"], api_key=api_key, model=model,
+                settings=_chat_settings(request, form),
             )
         except ValidationError as error:
             form.add_error("content", error)

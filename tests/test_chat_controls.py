@@ -270,3 +270,51 @@ def test_the_dark_mode_switch_follows_the_system_until_the_member_chooses(
     assert tab.evaluate(background) != before  # remembered
     context.close()
     assert not errors, errors
+
+
+# -- chat settings -----------------------------------------------------------------------------
+
+
+@IN_TRANSACTIONS
+def test_chat_settings_are_sent_upstream_exactly_and_apply_from_the_next_message(
+    alice, api_key, fake_upstream
+):
+    form = {"content": "Hi", "model": f"{api_key.pk}:gpt-4o-mini",
+            "instructions": "Answer in one word.", "temperature": "0.3", "max_length": "50"}
+    first = finished_reply(Message.objects.get(pk=_post(alice, "/c/new/messages", form)))
+
+    body = fake_upstream.chat_requests[-1].body
+    assert body["messages"][0] == {"role": "system", "content": "Answer in one word."}
+    assert body["temperature"] == 0.3 and body["max_tokens"] == 50
+    document = parse(alice.get(f"/c/{first.conversation_id}/"))
+    assert document.find("textarea", name="instructions").text == "Answer in one word."
+    assert "temperature 0.3" in document.find("details", class_="chat-settings").text
+
+    changed = {**form, "content": "Again", "instructions": "", "temperature": "", "max_length": ""}
+    finished_reply(Message.objects.get(pk=_post(alice, f"/c/{first.conversation_id}/messages",
+                                                changed)))
+    body = fake_upstream.chat_requests[-1].body
+    assert body["messages"][0]["role"] == "user"
+    assert "temperature" not in body and "max_tokens" not in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("field", "value", "error"), [
+    ("temperature", "2.5", "Temperature: Ensure this value is less than or equal to 2."),
+    ("temperature", "-0.1", "Temperature: Ensure this value is greater than or equal to 0."),
+    ("max_length", "0", "Maximum length: Ensure this value is greater than or equal to 1."),
+    ("max_length", "999999999", "Maximum length: Ensure this value is less than or equal to"),
+])
+def test_chat_settings_out_of_range_get_a_message_naming_the_field(alice, api_key, field, value,
+                                                                    error):
+    response = alice.post("/c/new/messages", {"content": "Hi", "model": f"{api_key.pk}:gpt-4o-mini",
+                                              "instructions": "", field: value})
+
+    assert response.status_code == 400 and error in response.content.decode()
+    assert not Message.objects.exists()
+
+
+def _post(client, url: str, data: dict) -> int:
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content[:400]
+    return Message.objects.filter(role="assistant").latest("id").pk

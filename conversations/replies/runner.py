@@ -156,7 +156,8 @@ def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message)
     usage: upstream.Usage | None = None
     attempt = 0
     while True:
-        stream = upstream.ChatStream(credentials, model=message.model, messages=context)
+        stream = upstream.ChatStream(credentials, model=message.model, messages=context,
+                                     extra=selectors.parameters_for(message.conversation))
         reply.stream = stream
         if reply.cancelled.is_set():
             _finish(reply, Message.Status.CANCELLED)
