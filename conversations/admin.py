@@ -2,26 +2,46 @@
 
 Secrets are write-only here: the key form never renders one back, lists show the masked hint,
 and the "Test connection" and "Refresh models" actions report results without it.
+
+A team's page holds all of the team: its members, its settings and the keys granted to it
+(``admin_forms.py``). A member locked out by too many failed logins is unlocked from their
+user's page or the user list ("Unlock login").
 """
 
 from __future__ import annotations
 
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from axes.utils import reset as axes_reset
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Sum
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import catalog, crypto, upstream
+from . import audit, catalog, crypto, upstream
+from .admin_forms import KeyGrantFormSet, NamedRows, TeamForm, TeamSettingsForm
 from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
-from .models import ApiKey, AuditEvent, Conversation, Message, Team, UsageDaily, UserLimit
+from .models import (
+    ApiKey,
+    AuditEvent,
+    Conversation,
+    Message,
+    Preset,
+    Team,
+    UsageDaily,
+    UserLimit,
+)
 
 User = get_user_model()
 admin.site.login_form = AdminLoginForm
@@ -108,6 +128,7 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
 
 class TeamInline(GuardedFieldsMixin, admin.StackedInline):
     model = Team
+    form = TeamSettingsForm
     can_delete = False
     verbose_name_plural = _("team settings")
     autocomplete_fields = ["default_key"]
@@ -115,10 +136,14 @@ class TeamInline(GuardedFieldsMixin, admin.StackedInline):
 
 class KeyGrantInline(GuardedFieldsMixin, admin.TabularInline):
     model = ApiKey.teams.through
+    formset = KeyGrantFormSet
     extra = 0
     verbose_name = _("API key granted to this team")
     verbose_name_plural = _("API keys granted to this team")
     autocomplete_fields = ["apikey"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("apikey", "group")  # their names
 
 
 admin.site.unregister(Group)
@@ -126,19 +151,38 @@ admin.site.unregister(Group)
 
 @admin.register(Group)
 class TeamGroupAdmin(GuardedAdminMixin, GroupAdmin):
-    """Teams are Django groups, with their settings and their keys inline."""
+    """Teams are Django groups, with their members, their settings and their keys."""
 
+    form = TeamForm
+    fields = ["name", "members", "permissions"]
     inlines = [TeamInline, KeyGrantInline]
     list_display = ["name", "member_count"]
 
     def get_queryset(self, request):
-        from django.db.models import Count
+        return super().get_queryset(request).annotate(member_total=Count("user", distinct=True))
 
-        return super().get_queryset(request).annotate(members=Count("user", distinct=True))
+    def get_readonly_fields(self, request, obj=None):
+        # Membership is part of the user, as in Django's own many-to-many inlines: changing it
+        # takes the permission to change users.
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm(f"{User._meta.app_label}.change_{User._meta.model_name}"):
+            readonly.append("members")
+        return readonly
 
-    @admin.display(description=_("members"), ordering="members")
+    def get_inline_formsets(self, request, formsets, inline_instances, obj=None):
+        return [NamedRows(rows) if rows.opts.model._meta.auto_created else rows
+                for rows in super().get_inline_formsets(request, formsets, inline_instances, obj)]
+
+    @admin.display(description=_("members"), ordering="member_total")
     def member_count(self, group) -> int:
-        return group.members
+        return group.member_total
+
+    @admin.display(description=_("members"))
+    def members(self, group) -> str:
+        """The members, where they are shown read-only."""
+        names = group.user_set.order_by(User.USERNAME_FIELD).values_list(User.USERNAME_FIELD,
+                                                                           flat=True)
+        return ", ".join(names) or "-"
 
 
 class UserLimitInline(GuardedFieldsMixin, admin.StackedInline):
@@ -150,11 +194,69 @@ class UserLimitInline(GuardedFieldsMixin, admin.StackedInline):
 admin.site.unregister(User)
 
 
+def _login_unlock(user) -> int:
+    """Clear every failed login django-axes holds for ``user``, from any address, so a locked
+    out user may log in again; audit it. Return how many of axes' records were cleared."""
+    username = user.get_username()
+    cleared = axes_reset(username=username)
+    if cleared:
+        audit.record("login unlocked", f"user {username!r}",
+                     f"failed logins cleared ({cleared} records of django-axes)")
+    return cleared
+
+
 @admin.register(User)
 class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
     inlines = [UserLimitInline]
     list_display = ["username", "email", "is_active", "is_staff", "last_login"]
     list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
+    actions = ["unlock_login"]
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/unlock-login/", self.admin_site.admin_view(self.unlock_view),
+                 name=f"{self.opts.app_label}_{self.opts.model_name}_unlock_login"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        user = self.get_object(request, unquote(object_id))
+        if user is not None:
+            failures = AccessAttempt.objects.filter(username=user.get_username()).aggregate(
+                total=Sum("failures_since_start"))["total"]
+            extra_context = {**(extra_context or {}), "failed_logins": failures or 0}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description=_("Unlock login"), permissions=["change"])
+    def unlock_login(self, request, queryset) -> None:
+        self._unlock(request, list(queryset))
+
+    def unlock_view(self, request, object_id):
+        """Unlock one user's login (a POST from their page's "Unlock login" button)."""
+        user = self.get_object(request, unquote(object_id))
+        if user is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._unlock(request, [user])
+        return HttpResponseRedirect(reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[user.pk],
+            current_app=self.admin_site.name))
+
+    def _unlock(self, request, users) -> None:
+        unlocked = sum(1 for user in users if _login_unlock(user))
+        if unlocked:
+            self.message_user(request, ngettext(
+                "%(count)d user unlocked: their failed logins are cleared.",
+                "%(count)d users unlocked: their failed logins are cleared.", unlocked,
+            ) % {"count": unlocked}, messages.SUCCESS)
+        if len(users) > unlocked:
+            skipped = len(users) - unlocked
+            self.message_user(request, ngettext(
+                "%(count)d user had no failed logins to clear.",
+                "%(count)d users had no failed logins to clear.", skipped,
+            ) % {"count": skipped}, messages.INFO)
 
 
 @admin.register(UserLimit)
@@ -171,6 +273,7 @@ class TeamAdmin(GuardedAdminMixin, admin.ModelAdmin):
     list_select_related = ["group", "default_key"]
     search_fields = ["group__name"]
     autocomplete_fields = ["group", "default_key"]
+    form = TeamSettingsForm
 
 
 class ReadOnlyAdmin(GuardedAdminMixin, admin.ModelAdmin):
@@ -268,3 +371,21 @@ for _model, _axes_admin in ((AccessAttempt, AccessAttemptAdmin), (AccessLog, Acc
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
         admin.site.register(_model, type(_axes_admin.__name__, (GuardedAdminMixin, _axes_admin), {}))
+
+
+@admin.register(Preset)
+class PresetAdmin(GuardedAdminMixin, admin.ModelAdmin):
+    """Ways to start a chat (a model and its settings), granted to teams the way keys are.
+    Members' own presets are listed too (owner set), so an admin can help with them."""
+
+    list_display = ["name", "owner", "api_key", "model", "everyone"]
+    list_filter = ["everyone", "teams"]
+    list_select_related = ["owner", "api_key"]
+    search_fields = ["name", "model", "owner__username"]
+    autocomplete_fields = ["owner", "api_key"]
+    filter_horizontal = ["teams"]
+    fieldsets = [
+        (None, {"fields": ["name", "api_key", "model"]}),
+        (_("Chat settings"), {"fields": ["instructions", "temperature", "max_output_tokens"]}),
+        (_("Who may use it"), {"fields": ["everyone", "teams", "owner"]}),
+    ]

@@ -51,9 +51,20 @@ class MessageForm(forms.Form):
         help_text=_("The longest reply, in tokens. Empty: the model's default."),
     )
 
-    def __init__(self, *args, groups: list[ModelGroup], **kwargs) -> None:
+    preset = forms.TypedChoiceField(label=_("Preset"), required=False, coerce=int,
+                                    empty_value=None)
+
+    def __init__(self, *args, groups: list[ModelGroup], presets=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from django.conf import settings
+
+        self.presets = {preset.pk: preset for preset in presets}
+        self.fields["preset"].choices = [("", _("No preset"))] + [
+            (preset.pk, preset.name) for preset in presets
+        ]
+        self.fields["preset"].error_messages["invalid_choice"] = _(
+            "That preset is not available to you. Pick one from the list."
+        )
 
         self.fields["max_length"].max_value = settings.CHATSITE_MAX_OUTPUT_TOKENS
         self.fields["max_length"].validators.append(
@@ -69,12 +80,39 @@ class MessageForm(forms.Form):
             "That model is not available. Pick one from the list."
         )
 
+    def clean_preset(self):
+        chosen = self.cleaned_data.get("preset")
+        return self.presets.get(chosen) if chosen else None
+
+    def clean(self):
+        cleaned = super().clean()
+        preset = cleaned.get("preset")
+        if preset is not None and not any(
+            cleaned.get(name) not in (None, "") for name in ("instructions", "temperature",
+                                                             "max_length")
+        ):
+            # Nothing typed (no script filled the fields in): the preset's settings apply.
+            cleaned.update(instructions=preset.instructions, temperature=preset.temperature,
+                           max_length=preset.max_output_tokens)
+        return cleaned
+
     def clean_model(self) -> tuple[ApiKey, str]:
         key_id, _sep, model = self.cleaned_data["model"].partition(":")
         for group in self.groups:
             if str(group.key.pk) == key_id and model in group.models:
                 return group.key, model
         raise forms.ValidationError(self.fields["model"].error_messages["invalid_choice"])
+
+
+class PresetForm(MessageForm):
+    """The composer's settings saved as the member's own preset (a message is not needed)."""
+
+    preset_name = forms.CharField(label=_("Preset name"), max_length=100,
+                                  error_messages={"required": _("Give the preset a name.")})
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["content"].required = False
 
 
 class RenameForm(forms.Form):

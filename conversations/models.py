@@ -224,6 +224,51 @@ class Message(models.Model):
         )
 
 
+class PresetQuerySet(models.QuerySet):
+    def available_to(self, user) -> PresetQuerySet:
+        """The member's own presets, and the site's granted to everyone or to their teams."""
+        site = models.Q(owner__isnull=True) & (
+            models.Q(everyone=True) | models.Q(teams__user=user)
+        )
+        return self.filter(models.Q(owner=user) | site).distinct()
+
+
+class Preset(models.Model):
+    """A named way to start a chat: a model and the chat settings. An administrator's preset is
+    granted to teams (or everyone) the way keys are; a member's own is theirs alone."""
+
+    name = models.CharField(_("name"), max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+        related_name="presets", verbose_name=_("owner"),
+        help_text=_("Empty for a preset of the site, granted below."),
+    )
+    api_key = models.ForeignKey("ApiKey", on_delete=models.SET_NULL, null=True, blank=True,
+                                verbose_name=_("API key"))
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    instructions = models.TextField(_("instructions"), blank=True)
+    temperature = models.DecimalField(
+        _("temperature"), max_digits=3, decimal_places=2, null=True, blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(2)],
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        _("maximum length"), null=True, blank=True, validators=[MinValueValidator(1)],
+    )
+    everyone = models.BooleanField(_("available to everyone"), default=False)
+    teams = models.ManyToManyField(Group, blank=True, related_name="presets",
+                                   verbose_name=_("teams"))
+
+    objects = PresetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = _("preset")
+        verbose_name_plural = _("presets")
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Team(models.Model):
     """What a team (a Django group) is given: a default key and model, and a monthly budget."""
 
@@ -238,6 +283,11 @@ class Team(models.Model):
     monthly_token_budget = models.PositiveBigIntegerField(
         _("monthly token budget"), null=True, blank=True,
         help_text=_("Tokens the whole team may use per calendar month; empty for no limit."),
+    )
+    default_preset = models.ForeignKey(
+        Preset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("default preset"),
+        help_text=_("Preselected when a member of the team starts a new chat."),
     )
 
     class Meta:

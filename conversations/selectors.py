@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
-from .models import ApiKey, Conversation, Message, Preference, Team
+from .models import ApiKey, Conversation, Message, Preference, Preset, Team
 from .replies.leases import INTERRUPTED_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -175,3 +175,16 @@ def degraded_services() -> dict[str, str]:
 def theme_of(*, user) -> str:
     """Return the member's colour theme: "" (follow the system), "light" or "dark"."""
     return Preference.objects.filter(user=user).values_list("theme", flat=True).first() or ""
+
+
+def preset_list(*, user) -> list[Preset]:
+    """Return the presets ``user`` may start a chat from: their own and the site's granted to
+    them."""
+    return list(Preset.objects.available_to(user).select_related("api_key"))
+
+
+def default_preset(*, user, presets: list[Preset]) -> Preset | None:
+    """Return the preset of the member's first team that has one (if available to them)."""
+    chosen = (Team.objects.filter(group__user=user, default_preset__isnull=False)
+              .order_by("group__name").values_list("default_preset", flat=True).first())
+    return next((preset for preset in presets if preset.pk == chosen), None)

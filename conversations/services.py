@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import audit, catalog, crypto, limits, replies, selectors, text
-from .models import ApiKey, Conversation, Message, Preference
+from .models import ApiKey, Conversation, Message, Preference, Preset
 
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 100_000
@@ -237,3 +237,16 @@ def theme_set(*, user, theme: str):
     if theme not in Preference.Theme.values:
         raise ValidationError(_("Choose light, dark or the system's theme."))
     Preference.objects.update_or_create(user=user, defaults={"theme": theme})
+
+
+def preset_save(*, owner, name: str, settings: ChatSettings, api_key: ApiKey | None,
+                model: str) -> Preset:
+    """Save the member's own preset: a model and chat settings under a name."""
+    name = text.clean(name.strip())[:100]
+    if not name:
+        raise ValidationError(_("Give the preset a name."))
+    return Preset.objects.create(
+        owner=owner, name=name, api_key=api_key, model=model,
+        instructions=text.clean(settings.instructions.strip()),
+        temperature=settings.temperature, max_output_tokens=settings.max_output_tokens,
+    )

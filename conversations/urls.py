@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("usage/", usage_views.usage_mine, name="usage"),
     path("settings/theme", views.theme_set, name="theme"),
+    path("presets/save", views.preset_save, name="preset-save"),
     path("c/new/messages", views.message_create, name="message-create-new"),
     path("c/<int:pk>/", views.conversation_detail, name="detail"),
     path("c/<int:pk>/messages", views.message_create, name="message-create"),

@@ -23,10 +23,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.http import (
+    HttpResponseClientRedirect,
+    HttpResponseClientRefresh,
+    trigger_client_event,
+)
 
 from . import exports, replies, selectors, services
-from .forms import MessageForm, RenameForm, SetupForm
+from .forms import MessageForm, PresetForm, RenameForm, SetupForm
 from .middleware import users_exist
 from .models import ApiKey, Conversation, Message
 from .replies.stream import release_connection, run_sync
@@ -37,13 +41,20 @@ def _chat_page(
     status: int = 200,
 ) -> HttpResponse:
     groups = selectors.model_groups(user=request.user)
+    presets = selectors.preset_list(user=request.user) if conversation is None else []
     if form is None:
         initial = {"model": _initial_model(request.user, conversation, groups)}
         if conversation is not None:
             initial.update(instructions=conversation.system_prompt,
                            temperature=conversation.temperature,
                            max_length=conversation.max_output_tokens)
-        form = MessageForm(groups=groups, initial=initial)
+        elif preset := selectors.default_preset(user=request.user, presets=presets):
+            initial.update(preset=preset.pk, instructions=preset.instructions,
+                           temperature=preset.temperature, max_length=preset.max_output_tokens)
+            offered = {f"{group.key.pk}:{model}" for group in groups for model in group.models}
+            if f"{preset.api_key_id}:{preset.model}" in offered:
+                initial["model"] = f"{preset.api_key_id}:{preset.model}"
+        form = MessageForm(groups=groups, presets=presets, initial=initial)
     chat_messages = selectors.message_list(conversation=conversation) if conversation else []
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
@@ -52,6 +63,7 @@ def _chat_page(
         "form": form,
         "has_keys": bool(groups),
         "keys_exist": not groups and ApiKey.objects.active().exists(),
+        "presets": presets,
         "administrators": [] if groups else selectors.administrators(),
     }, status=status)
 
@@ -115,7 +127,8 @@ def _chat_settings(request: HttpRequest, form: MessageForm) -> services.ChatSett
 @login_required
 def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk) if pk else None
-    form = MessageForm(request.POST, groups=selectors.model_groups(user=request.user))
+    form = MessageForm(request.POST, groups=selectors.model_groups(user=request.user),
+                       presets=selectors.preset_list(user=request.user) if pk is None else ())
     if form.is_valid():
         api_key, model = form.cleaned_data["model"]
         try:
@@ -148,6 +161,35 @@ def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         response["HX-Reswap"] = "outerHTML"
         return response
     return _chat_page(request, conversation, form=form, status=400)
+
+
+@require_POST
+@login_required
+def preset_save(request: HttpRequest) -> HttpResponse:
+    """Save the composer's model and chat settings as the member's own preset."""
+    form = PresetForm(request.POST, groups=selectors.model_groups(user=request.user))
+    if form.is_valid():
+        api_key, model = form.cleaned_data["model"]
+        try:
+            preset = services.preset_save(
+                owner=request.user, name=form.cleaned_data["preset_name"],
+                settings=services.ChatSettings(
+                    instructions=form.cleaned_data["instructions"],
+                    temperature=form.cleaned_data["temperature"],
+                    max_output_tokens=form.cleaned_data["max_length"]),
+                api_key=api_key, model=model,
+            )
+        except ValidationError as error:
+            form.add_error("preset_name", error)
+        else:
+            messages.success(request, _("Preset “%(name)s” saved: pick it when you start a new "
+                                        "chat.") % {"name": preset.name})
+    for field in form:
+        for error in field.errors:
+            messages.warning(request, f"{field.label}: {error}")
+    if request.htmx:
+        return HttpResponseClientRefresh()
+    return redirect("conversations:home")
 
 
 @require_POST

@@ -74,6 +74,9 @@ EXPECTED: dict[str, dict[str, tuple]] = {
     "conversations:usage": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
     # The member's own colour theme: their own setting, nobody else's.
     "conversations:theme": members((405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
+    # A member's own preset: saved for whoever posts it, never for anyone else.
+    "conversations:preset-save": members(
+        (405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
     "conversations:message-create-new": members(
         (405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
     "conversations:detail": OWNED_PAGE,

@@ -318,3 +318,88 @@ def _post(client, url: str, data: dict) -> int:
     response = client.post(url, data)
     assert response.status_code == 302, response.content[:400]
     return Message.objects.filter(role="assistant").latest("id").pk
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def support(user):
+    from django.contrib.auth.models import Group
+
+    team = Group.objects.create(name="Support")
+    user.groups.add(team)
+    return team
+
+
+def preset_of(api_key, **fields):
+    from conversations.models import Preset
+
+    fields.setdefault("name", "Translator")
+    return Preset.objects.create(api_key=api_key, model="gpt-4o", **fields)
+
+
+@IN_TRANSACTIONS
+def test_a_team_preset_is_offered_preselected_and_its_settings_reach_the_upstream(
+    alice, api_key, fake_upstream, support
+):
+    from conversations.models import Team
+
+    preset = preset_of(api_key, instructions="Translate into Korean.", temperature="0.2")
+    preset.teams.add(support)
+    Team.objects.create(group=support, default_preset=preset)
+
+    document = parse(alice.get("/"))
+    select = document.find("select", name="preset")
+    assert [o.text for o in select.find_all("option")] == ["No preset", "Translator"]
+    assert select.find("option", selected="").text == "Translator"
+    assert document.find("textarea", name="instructions").text == "Translate into Korean."
+    assert document.find("select", name="model").find("option", selected="").text == "gpt-4o"
+
+    # Without a script the settings fields come empty: the chosen preset fills them in.
+    reply = _post(alice, "/c/new/messages", {"content": "Good morning", "preset": preset.pk,
+                                             "model": f"{api_key.pk}:gpt-4o", "instructions": ""})
+    finished_reply(Message.objects.get(pk=reply))
+    body = fake_upstream.chat_requests[-1].body
+    assert body["model"] == "gpt-4o" and body["temperature"] == 0.2
+    assert body["messages"][0] == {"role": "system", "content": "Translate into Korean."}
+
+
+@pytest.mark.django_db
+def test_a_preset_of_another_team_or_member_is_not_offered_nor_accepted(
+    alice, api_key, other_user, django_user_model
+):
+    from django.contrib.auth.models import Group
+
+    others = Group.objects.create(name="Sales")
+    theirs = preset_of(api_key, name="Sales pitch")
+    theirs.teams.add(others)
+    private = preset_of(api_key, name="Mallory's", owner=other_user)
+
+    assert parse(alice.get("/")).find("select", name="preset").find_all("option")[1:] == []
+    for preset in (theirs, private):
+        response = alice.post("/c/new/messages", {"content": "Hi", "instructions": "",
+                                                  "model": f"{api_key.pk}:gpt-4o-mini",
+                                                  "preset": preset.pk})
+        assert response.status_code == 400
+        assert "That preset is not available to you" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_member_saves_their_own_preset_and_finds_it_on_a_new_chat(alice, user, api_key):
+    from conversations.models import Preset
+
+    response = alice.post("/presets/save", {
+        "content": "", "model": f"{api_key.pk}:gpt-4o", "instructions": "Be brief.",
+        "temperature": "0.5", "max_length": "", "preset_name": "Brief"}, follow=True)
+
+    preset = Preset.objects.get()
+    assert (preset.owner, preset.name, preset.model, preset.instructions) == (
+        user, "Brief", "gpt-4o", "Be brief.")
+    assert "Preset “Brief” saved" in response.content.decode()
+    assert "Brief (yours)" in [o.text for o in parse(alice.get("/")).find(
+        "select", name="preset").find_all("option")]
+    refused = alice.post("/presets/save", {"model": f"{api_key.pk}:gpt-4o", "instructions": "",
+                                           "preset_name": ""}, follow=True)
+    assert "Preset name: Give the preset a name." in refused.content.decode()
+    assert Preset.objects.count() == 1

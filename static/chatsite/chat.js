@@ -208,6 +208,22 @@
     if (following) scrollToEnd();
   });
 
+  // Picking a preset fills in its model and chat settings (the member can still change them).
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select.classList || !select.classList.contains("chat-settings__preset")) return;
+    var option = select.options[select.selectedIndex];
+    var form = select.form;
+    if (!form || !option || !option.value) return;
+    form.elements.instructions.value = option.getAttribute("data-instructions") || "";
+    form.elements.temperature.value = option.getAttribute("data-temperature") || "";
+    form.elements.max_length.value = option.getAttribute("data-max-length") || "";
+    var model = option.getAttribute("data-model");
+    if (model && form.elements.model.querySelector('option[value="' + CSS.escape(model) + '"]')) {
+      form.elements.model.value = model;
+    }
+  });
+
   // On a phone the conversation list is a menu.
   function setMenu(open) {
     var layout = document.querySelector(".layout");
