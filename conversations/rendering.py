@@ -87,3 +87,44 @@ def sanitize(html: str) -> str:
 def render_markdown(text: str) -> SafeString:
     """Return ``text`` (Markdown from a model) as sanitized HTML."""
     return mark_safe(sanitize(_markdown().render(text)))
+
+
+_FENCE = ("```", "~~~")
+
+
+class BlockSplitter:
+    """Finds the finished Markdown blocks of a text that arrives in pieces (a streaming reply).
+
+    A block is finished at a blank line outside a code fence. ``feed`` returns the blocks that
+    finished with the new text (to be rendered once), and ``tail`` is the open rest, shown as
+    plain text until it finishes. Each line is scanned once, however the text arrives.
+    """
+
+    def __init__(self) -> None:
+        self.tail = ""
+        self._scanned = 0  # how much of the tail has been looked at
+        self._fenced = False
+        self._end = 0  # where, in the tail, the finished blocks end
+
+    def feed(self, text: str) -> str:
+        """Add ``text``; return the blocks it finished (empty if none)."""
+        self.tail += text
+        while (newline := self.tail.find("\n", self._scanned)) >= 0:
+            line = self.tail[self._scanned:newline].strip()
+            if line.startswith(_FENCE):
+                self._fenced = not self._fenced
+            elif not line and not self._fenced and self._scanned > 0:
+                self._end = newline + 1
+            self._scanned = newline + 1
+        if not self._end:
+            return ""
+        finished, self.tail = self.tail[:self._end], self.tail[self._end:]
+        self._scanned -= self._end
+        self._end = 0
+        return finished
+
+
+def split_blocks(text: str) -> tuple[str, str]:
+    """Return ``text`` as (its finished blocks, its open tail)."""
+    splitter = BlockSplitter()
+    return splitter.feed(text), splitter.tail

@@ -403,3 +403,37 @@ def test_a_member_saves_their_own_preset_and_finds_it_on_a_new_chat(alice, user,
                                            "preset_name": ""}, follow=True)
     assert "Preset name: Give the preset a name." in refused.content.decode()
     assert Preset.objects.count() == 1
+
+
+# -- formatted while it streams ----------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_headings_and_highlighted_code_appear_while_the_reply_streams(
+    page, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    tokens = ["# Plan", "\n\n", "```python\n", "print('hi')\n", "```\n", "\n",
+              "Now ", "the ", "rest ", "is ", "still ", "coming"]
+    fake_upstream.queue(Scenario(tokens=tokens, hang_after=len(tokens)))  # all but the end
+    log_in(page, "alice")
+    page.get_by_role("textbox", name="Message").fill("Plan it")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    reply = page.locator("article.message--assistant").last
+
+    reply.locator(".message__blocks h1").wait_for(timeout=5000)
+    reply.locator(".message__blocks pre.highlight code.language-python span").first.wait_for(
+        timeout=5000)
+    assert "message--streaming" in (reply.get_attribute("class") or "")  # not over yet
+    wait_for(lambda: reply.locator(".message__tail").inner_text() == "Now the rest is still coming",
+             5)
+    assert reply.locator(".message__tail *").count() == 0  # the open tail is text
+
+    fake_upstream.release()
+    page.locator("article.message--assistant.message--complete").wait_for(timeout=5000)
+    live = reply.locator(".message__body").inner_html()
+    page.reload()
+    assert page.locator("article.message--assistant").last.locator(
+        ".message__body").inner_html() == live  # the final HTML is what a reload shows

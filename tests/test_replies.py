@@ -363,8 +363,10 @@ def test_model_output_cannot_forge_events_or_inject_markup(live_url, user, api_k
     events = stream_events(session, live_url, reply)
     assert [e.event for e in events].count("done") == 1 and events[-1].event == "done"
     deltas = "".join(e.data for e in events if e.event == "delta")
+    blocks = "".join(e.data for e in events if e.event == "block")  # finished blocks, rendered
     assert "<img" not in deltas and "&lt;img src=x onerror=alert(1)&gt;" in deltas
-    assert "event: done" in deltas  # shown as text, not obeyed
+    assert "event: done" in blocks and "&lt;b&gt;forged&lt;/b&gt;" in blocks  # text, not obeyed
+    assert "<b>" not in blocks and "<img" not in blocks
     assert "<img" not in events[-1].data and "onerror" not in events[-1].data.replace("onerror=alert(1)&gt;", "")
 
 

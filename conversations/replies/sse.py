@@ -1,7 +1,8 @@
 """The server-sent events wire format of a reply stream, in one place.
 
-``delta`` events carry escaped text and the offset after it as their ``id`` (what
-``Last-Event-ID`` sends back on a reconnect); one ``done`` event carries the final HTML of the
+``delta`` events carry the open tail's new text, escaped, and ``block`` events a finished block
+of Markdown rendered once (the tail before it is replaced by it); both carry the offset after
+them as their ``id`` (what ``Last-Event-ID`` sends back on a reconnect); one ``done`` event carries the final HTML of the
 message and closes the EventSource (``sse-close="done"``). Every line of data gets its own
 ``data:`` field, so text from the model can never end an event early or forge another one.
 """
@@ -25,6 +26,11 @@ def event(name: str, data: str, event_id: int | None = None) -> str:
 
 def delta(text: str, end_offset: int) -> str:
     return event("delta", escape(text), end_offset)
+
+
+def block(html: str, end_offset: int) -> str:
+    """A finished Markdown block, rendered and sanitized; the open tail before it is done."""
+    return event("block", html, end_offset)
 
 
 def done(html: str, length: int) -> str:

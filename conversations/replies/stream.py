@@ -17,6 +17,7 @@ from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connection
 
+from .. import rendering
 from ..models import Message
 from . import registry, sse, watchdog
 from .feed import End, Feed, Lost
@@ -84,6 +85,18 @@ async def _load(message_id: int) -> Message | None:
     return await run_sync(_load_sync, message_id)
 
 
+def _progress(blocks: rendering.BlockSplitter, new: str, sent: int) -> str:
+    """Return the events for ``new`` text that ends at ``sent``: the blocks it finished,
+    rendered (they replace the tail shown so far), then the open tail; or just the new text."""
+    finished = blocks.feed(new)
+    if not finished:
+        return sse.delta(new, sent)
+    events = sse.block(rendering.render_markdown(finished), sent - len(blocks.tail))
+    if blocks.tail:
+        events += sse.delta(blocks.tail, sent)
+    return events
+
+
 def _feed(message_id: int) -> Feed:
     live = registry.get(message_id)
     if live is not None:
@@ -110,8 +123,12 @@ async def events(
             return
         if message.is_unfinished and not message.is_stale:
             known = max(feed.snapshot, message.content, key=len)
+            # The viewer shows the finished blocks of what it has rendered, the rest as text
+            # (the page drew it so); from here, each block is rendered once as it finishes.
+            blocks = rendering.BlockSplitter()
+            blocks.feed(known[:sent])
             if len(known) > sent:
-                yield sse.delta(known[sent:], len(known))
+                yield _progress(blocks, known[sent:], len(known))
                 sent = len(known)
             ended = False
             while not ended:
@@ -135,7 +152,7 @@ async def events(
                         text.append(item.text[sent - item.offset:])
                         sent = end
                 if text:
-                    yield sse.delta("".join(text), sent)
+                    yield _progress(blocks, "".join(text), sent)
             message = await _load(message_id)
             if message is None:
                 return

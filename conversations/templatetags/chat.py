@@ -5,7 +5,7 @@ from django.template.defaultfilters import stringfilter
 from django.utils.safestring import SafeString, mark_safe
 
 from .. import text
-from ..rendering import VERSION, render_markdown
+from ..rendering import VERSION, render_markdown, split_blocks
 
 register = template.Library()
 
@@ -23,6 +23,14 @@ def message_html(message) -> SafeString:
     if message.content_html and message.html_version == VERSION:
         return mark_safe(message.content_html)  # sanitized when it was stored
     return render_markdown(message.content or "")
+
+
+@register.filter
+def streaming_parts(message) -> tuple[SafeString, str]:
+    """Return a streaming reply as the page shows it: its finished blocks rendered, and the open
+    tail as text (the stream goes on from there the same way)."""
+    finished, tail = split_blocks(message.content or "")
+    return render_markdown(finished), tail
 
 
 @register.filter(is_safe=True)

@@ -224,6 +224,14 @@
     }
   });
 
+  // A finished block of the reply arrives rendered: it replaces the text of the open tail.
+  document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (!event.detail || event.detail.type !== "block" || !event.target.closest) return;
+    var article = event.target.closest("article");
+    var tail = article && article.querySelector(".message__tail");
+    if (tail) tail.textContent = "";
+  });
+
   // On a phone the conversation list is a menu.
   function setMenu(open) {
     var layout = document.querySelector(".layout");
