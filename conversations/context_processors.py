@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
-SESSION_KEY = "chatsite_theme"
 
-
-def theme(request: HttpRequest) -> dict[str, str]:
-    """The member's theme ("", "light" or "dark"), read once per session, not per page."""
+def theme(request: HttpRequest) -> dict:
+    """The member's theme ("", "light" or "dark"): one small query, only on pages that show it
+    (lazy), and never a write."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"theme": ""}
-    chosen = request.session.get(SESSION_KEY)
-    if chosen is None:
-        from . import selectors
+    from . import selectors
 
-        chosen = request.session[SESSION_KEY] = selectors.theme_of(user=user)
-    return {"theme": chosen}
+    return {"theme": SimpleLazyObject(lambda: selectors.theme_of(user=user))}

@@ -357,8 +357,6 @@ def setup(request: HttpRequest) -> HttpResponse:
 @login_required
 def theme_set(request: HttpRequest) -> HttpResponse:
     """Switch the member's colour theme, then go back to the page they were on."""
-    from .context_processors import SESSION_KEY
-
     theme = request.POST.get("theme", "")
     try:
         services.theme_set(user=request.user, theme=theme)
@@ -366,7 +364,6 @@ def theme_set(request: HttpRequest) -> HttpResponse:
         for text in error.messages:
             messages.warning(request, text)
     else:
-        request.session[SESSION_KEY] = theme
         messages.info(request, {
             "dark": _("Dark mode is on."), "light": _("Dark mode is off."),
         }.get(theme, _("The colours follow your system's setting.")))
