@@ -437,3 +437,25 @@ def test_headings_and_highlighted_code_appear_while_the_reply_streams(
     page.reload()
     assert page.locator("article.message--assistant").last.locator(
         ".message__body").inner_html() == live  # the final HTML is what a reload shows
+
+
+@pytest.mark.browser
+def test_after_several_replies_without_a_reload_only_the_last_offers_regenerate(
+    page, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    log_in(page, "alice")
+    for number, text in enumerate(["First", "Second", "Third"], start=1):
+        page.get_by_role("textbox", name="Message").fill(text)
+        page.get_by_role("button", name="Send").click()
+        if number == 1:
+            page.wait_for_url(re.compile(r"/c/\d+/$"))
+        page.locator("article.message--assistant.message--complete").nth(number - 1).wait_for(
+            timeout=10000)
+        page.locator("#composer").get_by_role("button", name="Send").wait_for(timeout=5000)
+
+    regenerate = page.get_by_role("button", name="Regenerate")
+    assert regenerate.count() == 1
+    last = page.locator("article.message--assistant").last
+    assert last.get_by_role("button", name="Regenerate").count() == 1
