@@ -16,7 +16,7 @@ from axes.utils import reset as axes_reset
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_permission_codename, get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
@@ -165,7 +165,8 @@ class TeamGroupAdmin(GuardedAdminMixin, GroupAdmin):
         # Membership is part of the user, as in Django's own many-to-many inlines: changing it
         # takes the permission to change users.
         readonly = list(super().get_readonly_fields(request, obj))
-        if not request.user.has_perm(f"{User._meta.app_label}.change_{User._meta.model_name}"):
+        if not request.user.has_perm(
+                f"{User._meta.app_label}.{get_permission_codename('change', User._meta)}"):
             readonly.append("members")
         return readonly
 
@@ -194,7 +195,7 @@ class UserLimitInline(GuardedFieldsMixin, admin.StackedInline):
 admin.site.unregister(User)
 
 
-def _login_unlock(user) -> int:
+def _login_unlock(*, user) -> int:
     """Clear every failed login django-axes holds for ``user``, from any address, so a locked
     out user may log in again; audit it. Return how many of axes' records were cleared."""
     username = user.get_username()
@@ -245,7 +246,7 @@ class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
             current_app=self.admin_site.name))
 
     def _unlock(self, request, users) -> None:
-        unlocked = sum(1 for user in users if _login_unlock(user))
+        unlocked = sum(1 for user in users if _login_unlock(user=user))
         if unlocked:
             self.message_user(request, ngettext(
                 "%(count)d user unlocked: their failed logins are cleared.",
