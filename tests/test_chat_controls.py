@@ -114,11 +114,33 @@ def test_change_password_is_in_the_sites_own_look(alice):
 # -- in the browser ----------------------------------------------------------------------------
 
 
+SCREENS = {
+    "desktop, light": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "light"},
+    "phone, dark": {"viewport": {"width": 390, "height": 844}, "color_scheme": "dark",
+                    "is_mobile": True, "has_touch": True},
+}
+
+
+@pytest.fixture(params=sorted(SCREENS))
+def screen(request, browser, live_url):
+    """A page at a desktop size in light colours, or a phone's in dark."""
+    from conftest import watch
+
+    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
+    tab = context.new_page()
+    errors = watch(tab)
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
 @pytest.mark.browser
 def test_while_a_reply_streams_the_composer_offers_stop_and_esc_stops_it(
-    page, user, api_key, fake_upstream
+    screen, user, api_key, fake_upstream
 ):
     from conftest import log_in
+
+    page = screen
 
     fake_upstream.queue(Scenario(tokens=["Never", " ending", " story"], hang_after=2))
     log_in(page, "alice")
@@ -410,9 +432,11 @@ def test_a_member_saves_their_own_preset_and_finds_it_on_a_new_chat(alice, user,
 
 @pytest.mark.browser
 def test_headings_and_highlighted_code_appear_while_the_reply_streams(
-    page, user, api_key, fake_upstream
+    screen, user, api_key, fake_upstream
 ):
     from conftest import log_in
+
+    page = screen
 
     tokens = ["# Plan", "\n\n", "```python\n", "print('hi')\n", "```\n", "\n",
               "Now ", "the ", "rest ", "is ", "still ", "coming"]
@@ -441,9 +465,11 @@ def test_headings_and_highlighted_code_appear_while_the_reply_streams(
 
 @pytest.mark.browser
 def test_after_several_replies_without_a_reload_only_the_last_offers_regenerate(
-    page, user, api_key, fake_upstream
+    screen, user, api_key, fake_upstream
 ):
     from conftest import log_in
+
+    page = screen
 
     log_in(page, "alice")
     for number, text in enumerate(["First", "Second", "Third"], start=1):
