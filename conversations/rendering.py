@@ -97,30 +97,43 @@ class BlockSplitter:
 
     A block is finished at a blank line outside a code fence. ``feed`` returns the blocks that
     finished with the new text (to be rendered once), and ``tail`` is the open rest, shown as
-    plain text until it finishes. Each line is scanned once, however the text arrives.
+    plain text until it finishes. Linear: each line is looked at once, and the open tail is kept
+    as pieces, joined only when a block finishes.
     """
 
     def __init__(self) -> None:
-        self.tail = ""
-        self._scanned = 0  # how much of the tail has been looked at
+        self._pieces: list[str] = []
+        self._length = 0  # of the open tail
+        self._line = ""  # the open tail's last, unfinished line
         self._fenced = False
-        self._end = 0  # where, in the tail, the finished blocks end
+
+    @property
+    def tail(self) -> str:
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def feed(self, text: str) -> str:
         """Add ``text``; return the blocks it finished (empty if none)."""
-        self.tail += text
-        while (newline := self.tail.find("\n", self._scanned)) >= 0:
-            line = self.tail[self._scanned:newline].strip()
-            if line.startswith(_FENCE):
-                self._fenced = not self._fenced
-            elif not line and not self._fenced and self._scanned > 0:
-                self._end = newline + 1
-            self._scanned = newline + 1
-        if not self._end:
+        if not text:
             return ""
-        finished, self.tail = self.tail[:self._end], self.tail[self._end:]
-        self._scanned -= self._end
-        self._end = 0
+        self._pieces.append(text)
+        self._length += len(text)
+        *lines, self._line = (self._line + text).split("\n")
+        end = 0
+        position = self._length - len(self._line) - sum(len(line) + 1 for line in lines)
+        for line in lines:
+            start, position = position, position + len(line) + 1
+            stripped = line.strip()
+            if stripped.startswith(_FENCE):
+                self._fenced = not self._fenced
+            elif not stripped and not self._fenced and start > 0:
+                end = position
+        if not end:
+            return ""
+        tail = self.tail
+        finished, rest = tail[:end], tail[end:]
+        self._pieces, self._length = ([rest] if rest else []), len(rest)
         return finished
 
 

@@ -86,7 +86,8 @@ def _reply_team(*, owner, key: ApiKey | None, model: str):
     team the reply counts against (or None). Only reads, so callers can run it before their
     write transaction: on SQLite, whose one writer is taken when a transaction begins, checks
     inside it would hold every other writer back."""
-    if not selectors.may_use(user=owner, key=key, model=model):
+    grant = selectors.grant_for(user=owner, key=key, model=model)
+    if grant is None:
         raise ValidationError(
             _("You may no longer use %(model)s with this key. Pick another model.")
             % {"model": model or _("this model")},
@@ -94,9 +95,8 @@ def _reply_team(*, owner, key: ApiKey | None, model: str):
         )
     if not replies.has_capacity():
         raise ValidationError(_(replies.BUSY_MESSAGE), code="busy")
-    team = selectors.team_for(user=owner, key=key)
-    limits.check(user=owner, team=team)
-    return team
+    limits.check(user=owner, team=grant.team)
+    return grant.team
 
 
 def _queue_reply(*, conversation: Conversation, team) -> Message:

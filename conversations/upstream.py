@@ -7,13 +7,18 @@ admin needs to tell which key failed and why. Error text from upstream is masked
 kept, since servers echo parts of the key they were sent: every text taken from an upstream
 answer (error fields, headers shown to people, model ids, the reply's text) passes the
 credentials' one scrub (``Credentials.scrub``) and ``text.clean`` before it leaves this module.
+
+Connections to a provider are kept alive and reused by the next request (``_session``): a new
+one per reply would cost a TCP and, with a real provider, a TLS handshake every time.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +37,40 @@ __all__ = ["ChatStream", "Credentials", "Event", "Finish", "TextDelta", "Upstrea
            "classify", "list_models"]
 
 logger = logging.getLogger(__name__)
+
+# After ``data: [DONE]`` the end of the body (a chunked body's last, empty chunk) is read for at
+# most this long, so that the connection can serve the next request; a provider slower than that
+# costs a new connection, never a later reply.
+DRAIN_SECONDS = 0.1
+DRAIN_BYTES = 64 * 1024
+
+_threads = threading.local()
+
+
+def _session(base_url: str) -> requests.Session:
+    """Return this thread's session for ``base_url``, whose connections outlive one request.
+
+    One per thread: a ``requests.Session`` is not safe to share between threads, and a connection
+    that ``ChatStream.close()`` shut down from another thread must not be handed to a third one.
+    Generation threads are a bounded pool, so a provider sees at most
+    ``CHATSITE_MAX_GENERATIONS`` idle connections per process. Cookies are refused, as they were
+    by a session per request: a provider's cookie for one key never rides along with another's.
+    The proxies and CA bundle the environment names for ``base_url`` are read once, here, not on
+    every request (and no ``.netrc`` login replaces the key's ``Authorization`` header).
+    """
+    sessions = getattr(_threads, "sessions", None)
+    if sessions is None:
+        sessions = _threads.sessions = {}
+    session = sessions.get(base_url)
+    if session is None:
+        session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        environment = session.merge_environment_settings(base_url, {}, None, None, None)
+        session.proxies, session.verify = environment["proxies"], environment["verify"]
+        session.trust_env = False
+        sessions[base_url] = session
+    return session
+
 
 @dataclass(frozen=True)
 class TextDelta:
@@ -264,6 +303,25 @@ def _socket_of(response: requests.Response) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def _drain(response: requests.Response, body: Iterator[bytes]) -> None:
+    """Read what is left of a finished reply's body (normally nothing but the end of it), briefly,
+    so that its connection goes back to the session's pool; a body that does not end at once is
+    left to ``close()``, which drops the connection."""
+    sock = _socket_of(response)
+    if sock is None or not (response.raw.chunked or response.raw.length_remaining):
+        return  # a close-delimited body: its connection cannot serve another request
+    try:
+        sock.settimeout(DRAIN_SECONDS)  # the next request on this connection sets its own
+        read = 0
+        for piece in body:
+            read += len(piece)
+            if read > DRAIN_BYTES:
+                return
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError,
+            AttributeError):
+        return
+
+
 def _body(response: requests.Response) -> Iterator[bytes]:
     """Yield a streamed response's body as the bytes arrive, however the body is framed."""
     if response.raw.chunked:
@@ -310,12 +368,15 @@ class ChatStream:
     from another thread every so often, hangs up on a provider that has not sent the first text
     within ``CHATSITE_FIRST_TOKEN_TIMEOUT`` seconds of the request, or no text for
     ``CHATSITE_IDLE_TIMEOUT`` seconds since — keep-alive comments do not count as text.
+
+    Once the stream is over, its connection may serve the next request of this thread's session:
+    from then on ``close()`` leaves it alone.
     """
 
     @sensitive_variables()
     def __init__(
         self, credentials: Credentials, *, model: str, messages: list[dict],
-        session: requests.Session | None = None, extra: dict | None = None,
+        extra: dict | None = None,
     ) -> None:
         self.credentials = credentials
         self.payload = {
@@ -325,9 +386,10 @@ class ChatStream:
             "stream_options": {"include_usage": True},
             **(extra or {}),
         }
-        self._session = session or requests.Session()
         self._response: requests.Response | None = None
         self._closed = False
+        self._released = False  # the response's connection was given back to the session
+        self._lock = threading.Lock()
         self._text = credentials.piece_scrubber()
         # The provider answered 200 with a stream: it may bill from here on.
         self.accepted = False
@@ -336,9 +398,11 @@ class ChatStream:
         self._timed_out = ""
 
     def close(self) -> None:
-        self._closed = True
-        response = self._response
-        if response is not None:
+        with self._lock:
+            self._closed = True
+            response = None if self._released else self._response
+            if response is None:
+                return
             sock = _socket_of(response)
             if sock is not None:
                 try:
@@ -346,7 +410,16 @@ class ChatStream:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-            response.close()
+            # Closed, not given back: the generating thread gives the connection back to its
+            # session, dead, when its read ends (the pool then opens a new one).
+            response.raw.close()
+
+    def _release(self) -> None:
+        """Give the response's connection back to the session: kept alive if its body was read
+        to the end, closed otherwise."""
+        with self._lock:
+            self._released = True
+        self._response.close()
 
     @property
     def closed(self) -> bool:
@@ -378,7 +451,8 @@ class ChatStream:
     def _open(self) -> requests.Response:
         self._sent_at = time.monotonic()
         try:
-            response = self._session.post(
+            # The reading thread's own session: only that thread uses and gives back its connections.
+            response = _session(self.credentials.base_url).post(
                 self.credentials.url("chat/completions"),
                 json=self.payload,
                 headers={**self.credentials.headers(), "Accept": "text/event-stream"},
@@ -421,13 +495,14 @@ class ChatStream:
             return
         self._response = self._open()
         if self._closed:  # closed while connecting
-            self._response.close()
+            self._release()
             if self._timed_out:
                 raise _deadline_error(self._timed_out, accepted=True)
             return
         done = finished = False
+        body = _body(self._response)
         try:
-            client = sseclient.SSEClient(_body(self._response))
+            client = sseclient.SSEClient(body)
             for event in client.events():
                 if event.event == "error":
                     raise self._stream_error(event.data or "")
@@ -468,7 +543,9 @@ class ChatStream:
                 return
             raise _connection_error(exc, during_stream=True) from None
         finally:
-            self._response.close()
+            if done and not self._closed:
+                _drain(self._response, body)
+            self._release()
         if self._timed_out:
             raise _deadline_error(self._timed_out, accepted=True)
         if not (done or finished or self._closed):
@@ -527,7 +604,7 @@ def _count(value: object) -> int | None:
 def list_models(credentials: Credentials) -> list[str]:
     """Return the ids of the models ``credentials`` can use, sorted; raise ``UpstreamError``."""
     try:
-        response = requests.get(
+        response = _session(credentials.base_url).get(
             credentials.url("models"),
             headers=credentials.headers(),
             timeout=(settings.CHATSITE_CONNECT_TIMEOUT, 15),

@@ -83,12 +83,9 @@ def record(message: Message, prompt_estimate: int) -> Tokens:
         "estimated_tokens": F("estimated_tokens") + (tokens.total if tokens.estimated else 0),
     }
     for _attempt in range(3):
-        # Add to one row only: rows with an empty team or key are not unique in the database
-        # (NULLs differ), and adding to every duplicate would count the reply several times.
-        row = UsageDaily.objects.filter(**dimensions).order_by("pk").values_list(
-            "pk", flat=True
-        ).first()
-        if row is not None and UsageDaily.objects.filter(pk=row).update(**increments):
+        # One statement: the dimensions match one row at most, an empty team or key included
+        # (the table's constraint counts them as 0, so NULLs do not make duplicates).
+        if UsageDaily.objects.filter(**dimensions).update(**increments):
             return tokens
         try:
             with transaction.atomic():
@@ -119,6 +116,13 @@ def tokens_this_month(**dimension) -> int:
         total=Sum("total_tokens")
     )["total"]
     return used or 0
+
+
+def tokens_this_month_by_team(team_ids: list[int]) -> dict[int, int]:
+    """Return the tokens used since the first of this month per team, in one query."""
+    rows = (UsageDaily.objects.filter(day__gte=month_start(), team_id__in=team_ids)
+            .values("team_id").annotate(total=Sum("total_tokens")))
+    return {row["team_id"]: row["total"] or 0 for row in rows}
 
 
 FILTERS = ("user", "team", "api_key", "organization", "project", "model")

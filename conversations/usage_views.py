@@ -165,7 +165,8 @@ def _usage_page(request: HttpRequest, *, member: bool) -> HttpResponse:
     }
     if member:
         context["month_used"] = usage.tokens_this_month(user=request.user)
-        context["budget"] = limits.binding_budget(user=request.user)
+        context["budget"] = limits.binding_budget(user=request.user,
+                                                  used=context["month_used"])
         context["month_resets"] = usage.next_month_start()
     return render(request, "conversations/usage.html", context)
 

@@ -162,6 +162,9 @@ class Scenario:
       time appended to each token's *text* as ``STAMP_MARK + "%.6f" + STAMP_MARK``, so it travels
       through a proxy to its clients (benchmarks). ``models``: the ids ``GET /v1/models`` lists
       (read from ``FakeUpstream.default``).
+    - ``keep_alive``: a chunked stream that ended cleanly leaves the connection open for the next
+      request, as OpenAI does (by default every stream says ``Connection: close``);
+      ``linger_after_done``: pause after ``data: [DONE]`` before ending the body.
     """
 
     tokens: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
@@ -204,6 +207,8 @@ class Scenario:
     stamp: bool = False
     stamp_content: bool = False
     models: list[str] | None = None
+    keep_alive: bool = False
+    linger_after_done: float = 0.0
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_MODES:
@@ -701,7 +706,8 @@ class _Stream:
 
     def run(self) -> None:
         sc, h = self.sc, self.h
-        h.close_connection = True
+        # Any way out but a clean end (a drop, an abort, the client leaving) closes it again.
+        h.close_connection = not (sc.keep_alive and sc.chunked)
         h.send_response(200)
         h.send_header("Content-Type", sc.content_type or STREAM_CONTENT_TYPE)
         h.send_header("Cache-Control", "no-cache, must-revalidate")
@@ -710,7 +716,8 @@ class _Stream:
             h.send_header(name, value)
         if sc.chunked:
             h.send_header("Transfer-Encoding", "chunked")
-        h.send_header("Connection", "close")
+        if h.close_connection:
+            h.send_header("Connection", "close")
         try:
             h.end_headers()
         except OSError as exc:
@@ -756,6 +763,8 @@ class _Stream:
             self.data(obj)
         if sc.send_done:
             self.data("[DONE]")
+        if sc.linger_after_done:
+            self.sleep(sc.linger_after_done)
         self.end()
 
     def run_plain(self) -> None:
@@ -812,6 +821,7 @@ class FakeUpstream:
         self._release_gen = 0
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._accepted = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -887,7 +897,7 @@ class FakeUpstream:
             self._changed.notify_all()
 
     def reset(self) -> None:
-        """Forget queue, requests and disconnects; default back to ``Scenario()``.
+        """Forget queue, requests, disconnects and connections; default back to ``Scenario()``.
 
         Streams still running from before the reset are closed at their next pause and no
         longer count as disconnects.
@@ -896,6 +906,7 @@ class FakeUpstream:
             self._queue.clear()
             self.requests.clear()
             self._disconnects = 0
+            self._accepted = 0
             self._epoch += 1
             self.default = Scenario()
             self.models_status = 200
@@ -906,6 +917,12 @@ class FakeUpstream:
         """Chat streams the client closed before the fake finished writing them."""
         with self._lock:
             return self._disconnects
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted since the last reset (a kept-alive one counts once)."""
+        with self._lock:
+            return self._accepted
 
     @property
     def pending(self) -> int:
@@ -955,5 +972,6 @@ class FakeUpstream:
         with self._lock:
             if active:
                 self._connections.add(conn)
+                self._accepted += 1
             else:
                 self._connections.discard(conn)

@@ -485,3 +485,19 @@ def test_after_several_replies_without_a_reload_only_the_last_offers_regenerate(
     assert regenerate.count() == 1
     last = page.locator("article.message--assistant").last
     assert last.get_by_role("button", name="Regenerate").count() == 1
+
+
+@pytest.mark.parametrize("text", [
+    "# Title\n\nPara one\nstill\n\n```py\nx=1\n\ny=2\n```\n\ntail",
+    "\n\nx", "a\n\nb\n\n", "```\n\nopen fence\n\n", "no blank line", "- a\n\n- b\n\nend",
+])
+@pytest.mark.parametrize("size", [1, 3, 1000])
+def test_finished_blocks_are_the_same_however_the_reply_arrives(text, size):
+    from conversations.rendering import BlockSplitter, split_blocks
+
+    splitter, finished = BlockSplitter(), ""
+    for start in range(0, len(text), size):
+        finished += splitter.feed(text[start:start + size])
+
+    assert (finished, splitter.tail) == split_blocks(text)
+    assert finished + splitter.tail == text

@@ -192,7 +192,8 @@ def test_with_redis_unreachable_a_stream_follows_the_reply_through_the_database(
         events = []
         worker = asyncio.create_task(asyncio.to_thread(written_in_another_process))
         async with asyncio.timeout(20):
-            async for event in streaming.events(reply.pk, 0, render_final):
+            async for chunk in streaming.events(reply.pk, 0, render_final):
+                event = chunk.decode()
                 events.append(event)
                 if event.startswith("event: delta"):
                     received.append(event.split("data: ", 1)[1].rstrip("\n"))

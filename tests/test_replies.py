@@ -9,13 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
 from conftest import read_events, session_for, wait_for
 from conversations import replies
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UsageDaily
 from conversations.replies import runner
 from devtools.fake_upstream import Scenario
 
@@ -222,6 +223,26 @@ def test_a_reply_finishing_while_the_database_is_busy_is_still_stored_complete(
     assert reply.status == "complete"
     assert reply.content == "Saved despite a busy database"
     assert reply.total_tokens == 7 + 5
+
+
+@pytest.mark.parametrize("deleted", ["key", "team"])
+def test_a_key_or_team_deleted_while_the_reply_is_written_leaves_it_complete_and_counted(
+    alice, user, make_api_key, fake_upstream, deleted
+):
+    team = Group.objects.create(name="Support")
+    user.groups.add(team)
+    key = make_api_key(everyone=False)
+    key.teams.add(team)
+    fake_upstream.queue(Scenario(tokens=["Counted", " anyway"], hang_after=1))
+    reply = send(alice, key)
+    wait_for(lambda: Message.objects.get(pk=reply.pk).content == "Counted", 5)
+    (key if deleted == "key" else team).delete()
+    fake_upstream.release()
+    reply = finished(reply)
+    assert (reply.status, reply.content, reply.total_tokens) == ("complete", "Counted anyway", 9)
+    row = UsageDaily.objects.get()
+    assert (row.requests, row.total_tokens) == (1, 9)
+    assert (row.api_key_id, row.team_id) == ((None, team.pk) if deleted == "key" else (key.pk, None))
 
 
 def test_the_key_records_when_it_was_last_used_to_the_minute(alice, api_key, fake_upstream):

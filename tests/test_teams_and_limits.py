@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conftest import PASSWORD, wait_for
-from conversations import limits
+from conversations import limits, selectors
 from conversations.models import ApiKey, AuditEvent, Message, Team, UsageDaily, UserLimit
 from devtools.fake_upstream import Scenario
 
@@ -219,6 +219,49 @@ def test_a_team_over_its_budget_stops_its_members_with_the_teams_name(
     response = post_message(alice, team_key)
     assert response.status_code == 400
     assert "Your team Support has used its monthly budget" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("alone", "by_colleague", "refusal"), [
+    (700, 0, "You have used your monthly budget of 1,000 tokens"),
+    (0, 200, "Your team Support has used its monthly budget of 500 tokens"),
+])
+def test_with_a_budget_of_their_own_and_their_teams_the_member_is_told_the_one_used_up(
+    alice, user, team_key, support, other_user, alone, by_colleague, refusal
+):
+    user.groups.add(support)
+    UserLimit.objects.create(user=user, monthly_token_budget=1000)
+    Team.objects.create(group=support, monthly_token_budget=500)
+    spend(user, 300, team=support)
+    spend(user, alone)
+    spend(other_user, by_colleague, team=support)
+    response = post_message(alice, team_key)
+    assert response.status_code == 400
+    assert refusal in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_team_grant_is_read_with_its_team_in_one_query(
+    user, team_key, support, django_assert_num_queries
+):
+    user.groups.add(support, Group.objects.create(name="A team without the key"))
+    zebra = Group.objects.create(name="Zebra")
+    zebra.user_set.add(user)
+    team_key.teams.add(zebra)
+    with django_assert_num_queries(1):
+        grant = selectors.grant_for(user=user, key=team_key, model="gpt-4o-mini")
+    assert grant.team == support  # the first of the member's teams with the key, by name
+    ApiKey.objects.filter(pk=team_key.pk).update(is_active=False)
+    assert selectors.grant_for(user=user, key=team_key, model="gpt-4o-mini") is None
+
+
+@pytest.mark.django_db
+def test_a_key_granted_to_everyone_or_to_the_member_charges_no_team(user, make_api_key):
+    mine = make_api_key(name="Mine", everyone=False)
+    mine.users.add(user)
+    for key in (mine, make_api_key(name="Everyone's")):
+        assert selectors.grant_for(user=user, key=key, model="gpt-4o-mini").team is None
+    assert selectors.grant_for(user=user, key=make_api_key(everyone=False), model="x") is None
 
 
 @pytest.mark.django_db

@@ -446,6 +446,52 @@ def test_close_before_iterating_sends_no_request(fake_upstream):
     assert fake_upstream.chat_requests == []
 
 
+# -- kept-alive connections ----------------------------------------------------------------
+
+
+def test_a_kept_alive_connection_serves_the_next_reply(fake_upstream):
+    fake_upstream.queue(Scenario(tokens=["one"], keep_alive=True),
+                        Scenario(tokens=["two"], keep_alive=True))
+    first = chat(fake_upstream)
+    assert text_of(list(first)) == "one"
+    first.close()  # as the runner does once a reply is over: the connection stays usable
+    opened = fake_upstream.connections
+
+    assert text_of(list(chat(fake_upstream))) == "two"
+    assert fake_upstream.connections == opened
+    assert len(fake_upstream.chat_requests) == 2
+
+
+def test_close_drops_a_kept_alive_connection_and_the_next_reply_opens_another(fake_upstream):
+    fake_upstream.queue(Scenario(tokens=MULTIBYTE, hang_after=1, keep_alive=True),
+                        Scenario(tokens=["after"], keep_alive=True))
+    stream = chat(fake_upstream)
+    events = []
+    for event in stream:
+        events.append(event)
+        if isinstance(event, TextDelta):
+            threading.Timer(0.1, stream.close).start()
+    assert text_of(events) == "héllo"
+    assert fake_upstream.wait_for_disconnect(timeout=2)
+    opened = fake_upstream.connections
+
+    assert text_of(list(chat(fake_upstream))) == "after"
+    assert fake_upstream.connections == opened + 1
+
+
+def test_a_body_that_does_not_end_after_done_costs_its_connection_not_the_reply(fake_upstream):
+    fake_upstream.queue(Scenario(tokens=["slow end"], keep_alive=True, linger_after_done=3),
+                        Scenario(tokens=["next"], keep_alive=True))
+    started = time.monotonic()
+    events = list(chat(fake_upstream))
+    assert time.monotonic() - started < 1
+    assert text_of(events) == "slow end" and isinstance(events[-1], Usage)
+    opened = fake_upstream.connections
+
+    assert text_of(list(chat(fake_upstream))) == "next"
+    assert fake_upstream.connections == opened + 1
+
+
 # -- secrets in error text -----------------------------------------------------------------
 
 

@@ -5,8 +5,9 @@ what it has seen and notices what it missed), ``End()`` (the reply is final in t
 ``Lost()`` (the relay that fed it lost its connection: follow the database instead).
 
 Producers wake the viewer's event loop at most once until it has taken what is queued, so a
-burst of tokens costs one wake-up and one write, not one per token; the wait is a plain future
-with a timer, not a task per wait.
+burst of tokens costs one wake-up and one write, not one per token; the wait is a plain future,
+not a task per wait, and its timeout one timer per feed, set again only when it goes off (not a
+timer per wait: a reply's viewer waits once per token).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Feed:
     """One stream view's feed of one reply."""
 
     __slots__ = ("message_id", "snapshot", "known", "closed", "awaiting_snapshot", "_on_close",
-                 "_loop", "_lock", "_pending", "_waiter", "__weakref__")
+                 "_loop", "_lock", "_pending", "_waiter", "_wait_until", "_timer", "__weakref__")
 
     def __init__(self, message_id: int, on_close=None) -> None:
         self.message_id = message_id
@@ -67,6 +68,8 @@ class Feed:
         self._lock = threading.Lock()
         self._pending: list[Event] = []
         self._waiter: asyncio.Future | None = None
+        self._wait_until = 0.0  # when the current wait times out (event loop clock)
+        self._timer: asyncio.TimerHandle | None = None
 
     def deliver(self, event: Event) -> None:
         """Queue ``event``; callable from any thread."""
@@ -86,16 +89,30 @@ class Feed:
                 batch, self._pending = self._pending, []
                 return batch
             waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(timeout, _wake, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
+        self._wait_until = self._loop.time() + timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._wait_until, self._time_out)
+        await waiter
         with self._lock:
             self._waiter = None
             batch, self._pending = self._pending, []
         return batch
 
+    def _time_out(self) -> None:
+        """Wake a wait that has lasted its timeout; set the timer again for a later one."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None:
+            return  # nobody waits: the next wait sets the timer
+        if self._loop.time() >= self._wait_until:
+            _wake(waiter)
+        else:
+            self._timer = self._loop.call_at(self._wait_until, self._time_out)
+
     def close(self) -> None:
+        """Stop following the reply (called on the viewer's event loop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._on_close is not None:
             self._on_close(self)

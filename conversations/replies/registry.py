@@ -43,7 +43,7 @@ class LiveReply:
             viewers = self.viewers
         if viewers:
             event = Delta(offset, text)
-            for viewer in tuple(viewers):
+            for viewer in viewers:  # never changed in place (copy on write), so no copy here
                 viewer.deliver(event)
         if self.relay is not None:
             self.relay.publish(self.message_id, offset, text)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -160,7 +160,7 @@ def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message)
                                      extra=selectors.parameters_for(message.conversation))
         reply.stream = stream
         if reply.cancelled.is_set():
-            _finish(reply, Message.Status.CANCELLED)
+            _finish(reply, Message.Status.CANCELLED, message=message)
             return
         reply.upstream_called = True
         try:
@@ -191,25 +191,30 @@ def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message)
                     break
                 continue
             reply.refused = not (exc.accepted or reply.has_text())
-            _finish(reply, Message.Status.ERROR, finish_reason=finish_reason, usage=usage, error={
-                "error_message": exc.message,
-                "error_detail": exc.detail,
-                "error_status": exc.status,
-                "error_type": exc.kind,
-                "error_code": (exc.code or exc.error_type)[:100],
-            })
+            _finish(reply, Message.Status.ERROR, message=message, finish_reason=finish_reason,
+                    usage=usage, error={
+                        "error_message": exc.message,
+                        "error_detail": exc.detail,
+                        "error_status": exc.status,
+                        "error_type": exc.kind,
+                        "error_code": (exc.code or exc.error_type)[:100],
+                    })
             return
         finally:
             stream.close()
     status = Message.Status.CANCELLED if reply.cancelled.is_set() else Message.Status.COMPLETE
-    _finish(reply, status, finish_reason=finish_reason, usage=usage)
+    _finish(reply, status, message=message, finish_reason=finish_reason, usage=usage)
 
 
 def _finish(
-    reply: LiveReply, status: str, *, finish_reason: str = "",
+    reply: LiveReply, status: str, *, message: Message | None = None, finish_reason: str = "",
     usage: upstream.Usage | None = None, error: dict | None = None,
 ) -> None:
-    """Write the reply's final state and account its tokens, once."""
+    """Write the reply's final state and account its tokens, once.
+
+    ``message`` is the reply as loaded when it was claimed (with its conversation and key): its
+    usage is accounted from it, with the final fields, instead of reading it again. Without it,
+    or if the database refuses that write, the reply is read afresh."""
     with reply.lock:
         reply.final = True
     content = text_rules.clean(reply.text())  # cleaned at the edge already; this is the net
@@ -217,7 +222,7 @@ def _finish(
         "status": status,
         "content": content,
         # Rendered once here, kept: a page shows a finished reply without rendering it again.
-        "content_html": rendering.render_markdown(content),
+        "content_html": rendering.render_markdown(content) if content else "",
         "html_version": rendering.VERSION,
         "finish_reason": finish_reason,
         "finished_at": timezone.now(),
@@ -237,20 +242,28 @@ def _finish(
         fields.update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 
     @transaction.atomic
-    def write() -> None:
+    def write(accounted: Message | None) -> None:
         finished = Message.objects.filter(
             pk=reply.message_id, status__in=Message.UNFINISHED
         ).update(**fields)
         if not finished or not reply.upstream_called or (reply.refused and usage is None):
             return
-        message = Message.objects.select_related("conversation", "api_key").get(
-            pk=reply.message_id
-        )
-        usage_records.record(message, reply.prompt_estimate)
-        _mark_key_used(message.api_key)
+        if accounted is None:
+            accounted = Message.objects.select_related("conversation", "api_key").get(
+                pk=reply.message_id
+            )
+        else:
+            for name, value in fields.items():
+                setattr(accounted, name, value)
+        usage_records.record(accounted, reply.prompt_estimate)
+        _mark_key_used(accounted.api_key)
 
     try:
-        leases.with_db_retries(write, what=f"finishing reply {reply.message_id}")
+        leases.with_db_retries(lambda: write(message), what=f"finishing reply {reply.message_id}")
+    except IntegrityError:
+        # The key or the team was deleted while the reply was written, and its usage row named
+        # it (checked when the transaction commits): account the reply as it is stored now.
+        leases.with_db_retries(lambda: write(None), what=f"finishing reply {reply.message_id}")
     except (DatabaseError, ValueError):
         # Text is cleaned where it enters, so this should not happen; if the database still
         # refuses a value, store it cleaned rather than lose the reply.
@@ -258,7 +271,8 @@ def _finish(
         for name, value in fields.items():
             if isinstance(value, str):
                 fields[name] = text_rules.clean(value)
-        leases.with_db_retries(write, what=f"finishing reply {reply.message_id} (cleaned)")
+        leases.with_db_retries(lambda: write(None),
+                               what=f"finishing reply {reply.message_id} (cleaned)")
 
 
 def _mark_key_used(key) -> None:

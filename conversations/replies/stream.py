@@ -74,18 +74,7 @@ async def _load(message_id: int) -> Message | None:
     return await run_sync(_load_sync, message_id)
 
 
-def _load_sync(message_id: int) -> Message | None:
-    try:
-        return Message.objects.filter(pk=message_id).first()
-    finally:
-        release_connection()
-
-
-async def _load(message_id: int) -> Message | None:
-    return await run_sync(_load_sync, message_id)
-
-
-def _progress(blocks: rendering.BlockSplitter, new: str, sent: int) -> str:
+def _progress(blocks: rendering.BlockSplitter, new: str, sent: int) -> bytes:
     """Return the events for ``new`` text that ends at ``sent``: the blocks it finished,
     rendered (they replace the tail shown so far), then the open tail; or just the new text."""
     finished = blocks.feed(new)
@@ -110,7 +99,7 @@ def _feed(message_id: int) -> Feed:
 
 async def events(
     message_id: int, offset: int, render_final: Callable[[Message], Awaitable[str]]
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     """Yield the SSE events of reply ``message_id`` from ``offset`` until it is final."""
     release_request_thread()
     sent = offset
