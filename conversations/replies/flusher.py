@@ -15,7 +15,6 @@ still cannot be written keeps its lease: one reply's write never costs another i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from django.conf import settings
@@ -26,6 +25,7 @@ from django.db.models.functions import Concat
 from .. import text as text_rules
 from ..models import Message
 from . import leases, registry
+from .daemon import Daemon
 from .relay import get_relay
 
 logger = logging.getLogger(__name__)
@@ -33,20 +33,6 @@ logger = logging.getLogger(__name__)
 TICK = 0.1
 STOP_SECONDS = 0.5
 BATCH = 200  # replies per UPDATE statement
-
-_thread: threading.Thread | None = None
-_lock = threading.Lock()
-
-
-def ensure_running() -> None:
-    global _thread
-    if _thread is not None and _thread.is_alive():
-        return
-    with _lock:
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, name="reply-flusher", daemon=True)
-            _thread.start()
-
 
 def _run() -> None:
     last_stop_check = 0.0
@@ -139,3 +125,7 @@ def notice_stops(replies) -> None:
     for reply in replies:
         if reply.message_id in stopped and not reply.cancelled.is_set():
             reply.cancel()
+
+
+_daemon = Daemon("reply-flusher", _run)
+ensure_running = _daemon.ensure_running

@@ -8,30 +8,16 @@ database, for relays that cannot tell (one query for all viewers, not one per vi
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from django.conf import settings
 from django.db import connection
 
 from . import leases
+from .daemon import Daemon
 from .relay import get_relay
 
 logger = logging.getLogger(__name__)
-
-_thread: threading.Thread | None = None
-_lock = threading.Lock()
-
-
-def ensure_running() -> None:
-    global _thread
-    if _thread is not None and _thread.is_alive():
-        return
-    with _lock:
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, name="reply-watchdog", daemon=True)
-            _thread.start()
-
 
 def _run() -> None:
     while True:
@@ -65,3 +51,7 @@ def check() -> None:
     for message_id in set(watched) - unfinished:
         for feed in relay.of(message_id):
             feed.deliver(End())
+
+
+_daemon = Daemon("reply-watchdog", _run)
+ensure_running = _daemon.ensure_running
