@@ -78,8 +78,17 @@ def administrators() -> list[str]:
 
 
 def as_shown(message: Message) -> Message:
-    """Return ``message`` as a page shows it: a reply whose process died (its lease ran out) is
-    interrupted — in memory only; pages never write, the watchdog does."""
+    """Return ``message`` as a page shows it: a reply generated in this process with the text it
+    has now (the database gets it every few seconds); a reply whose process died (its lease ran
+    out) interrupted — in memory only; pages never write, the watchdog does."""
+    if message.is_unfinished:
+        from .replies import registry
+
+        live = registry.get(message.pk)
+        if live is not None:
+            text = live.text()
+            if len(text) > len(message.content):
+                message.content = text
     if message.is_stale:
         message.status = Message.Status.INTERRUPTED
         message.error_type = "interrupted"
