@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from ..models import Message
 
@@ -60,7 +61,7 @@ def with_db_retries(write, *, what: str):
             time.sleep(DB_RETRY_SECONDS * attempt)
 
 
-INTERRUPTED_MESSAGE = (
+INTERRUPTED_MESSAGE = gettext_noop(
     "The server stopped while writing this reply. The text so far is kept; retry to get a "
     "complete reply."
 )

@@ -19,6 +19,7 @@ from django.db import DatabaseError, IntegrityError, close_old_connections, conn
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from .. import crypto, rendering, selectors, upstream
 from .. import text as text_rules
@@ -54,7 +55,7 @@ def has_capacity() -> bool:
     return registry.count() < settings.CHATSITE_MAX_GENERATIONS
 
 
-BUSY_MESSAGE = ("The server is busy writing other replies. Try again in a moment.")
+BUSY_MESSAGE = gettext_noop("The server is busy writing other replies. Try again in a moment.")
 
 
 def start(message_id: int) -> None:
