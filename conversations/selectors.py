@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .models import ApiKey, Conversation, Message, Preference, Preset, Team
@@ -42,12 +43,70 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     """Return the conversation's messages as the page shows them, the one reply that offers
     Regenerate or Retry marked (``offers_retry``)."""
     messages = [as_shown(message) for message in Message.objects.for_conversation(conversation)]
+    _mark_offers_retry(messages)
+    return messages
+
+
+def _mark_offers_retry(messages) -> None:
+    """Mark the one message that offers Regenerate or Retry: the last current message, if it is
+    a finished reply."""
     current = [message for message in messages if not message.superseded]
     for message in messages:
         message.offers_retry = False
     if current and current[-1].role == Message.Role.ASSISTANT and not current[-1].is_unfinished:
         current[-1].offers_retry = True
-    return messages
+
+
+_ROW_FIELDS = ("id", "conversation_id", "role", "status", "superseded", "finish_reason",
+               "error_type", "error_message", "model", "html_version", "created_at", "content",
+               "content_html", "lease_expires_at")
+
+
+@dataclass
+class MessageRow:
+    """What the chat page needs of one message, read without building a model instance (a long
+    conversation's page reads hundreds of them, and a finished one's HTML is usually cached).
+    ``values`` are in ``FIELDS`` order, the model's own field order (``Message.from_db`` needs
+    it)."""
+
+    FIELDS = tuple(field.attname for field in Message._meta.concrete_fields
+                   if field.attname in _ROW_FIELDS)
+    INDEX = {name: index for index, name in enumerate(FIELDS)}
+
+    values: tuple
+    offers_retry: bool = False
+
+    def __getattr__(self, name: str):
+        try:
+            return self.values[MessageRow.INDEX[name]]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def pk(self) -> int:
+        return self.values[0]
+
+    @property
+    def is_unfinished(self) -> bool:
+        """As shown: a reply whose process stopped renewing its lease is shown interrupted."""
+        return self.status in Message.UNFINISHED and not (
+            self.lease_expires_at is not None and self.lease_expires_at < timezone.now()
+        )
+
+    def message(self) -> Message:
+        """The message itself, as the page shows it (see ``as_shown``)."""
+        message = Message.from_db("default", self.FIELDS, self.values)
+        message.offers_retry = self.offers_retry
+        return as_shown(message)
+
+
+def message_rows(*, conversation: Conversation) -> list[MessageRow]:
+    """Return the conversation's messages for its page, the one reply that offers Regenerate or
+    Retry marked."""
+    rows = [MessageRow(values) for values in
+            Message.objects.for_conversation(conversation).values_list(*MessageRow.FIELDS)]
+    _mark_offers_retry(rows)
+    return rows
 
 
 def offers_retry(message: Message) -> bool:

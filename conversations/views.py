@@ -29,7 +29,7 @@ from django_htmx.http import (
     trigger_client_event,
 )
 
-from . import exports, replies, selectors, services
+from . import exports, fragments, replies, selectors, services
 from .forms import MessageForm, PresetForm, RenameForm, SetupForm
 from .middleware import users_exist
 from .models import ApiKey, Conversation, Message
@@ -55,11 +55,12 @@ def _chat_page(
             if f"{preset.api_key_id}:{preset.model}" in offered:
                 initial["model"] = f"{preset.api_key_id}:{preset.model}"
         form = MessageForm(groups=groups, presets=presets, initial=initial)
-    chat_messages = selectors.message_list(conversation=conversation) if conversation else []
+    chat_messages = selectors.message_rows(conversation=conversation) if conversation else []
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
         "conversations": selectors.conversation_list(user=request.user),
         "chat_messages": chat_messages,
+        "messages_html": fragments.render_messages(request, chat_messages),
         "form": form,
         "has_keys": bool(groups),
         "keys_exist": not groups and ApiKey.objects.active().exists(),
@@ -101,8 +102,7 @@ def _render_message(request: HttpRequest, message: Message, *, offers_retry: boo
     message.offers_retry = (
         selectors.offers_retry(message) if offers_retry is None else offers_retry
     )
-    return render_to_string("conversations/chat.html#message", {"message": message},
-                            request=request)
+    return fragments.render_message(request, message)
 
 
 def _without_retry(message: Message | None) -> str:

@@ -21,7 +21,7 @@ from conversations import replies
 from conversations.models import Conversation, Message
 from conversations.text import isolate
 from devtools.fake_upstream import Scenario
-from tests.helpers import Element, page
+from tests.helpers import Element, finished_reply, page
 
 # -- reading pages ---------------------------------------------------------------------------
 
@@ -444,6 +444,55 @@ def strict_alice(user) -> Client:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
     return browser
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_shown_before_to_another_session_carries_this_sessions_csrf_token(
+    user, api_key, fake_upstream
+):
+    """Finished messages are rendered once and reused (conversations/fragments.py): the forms in
+    them must still carry the token of the session viewing the page, or Edit would be refused."""
+    fake_upstream.queue(Scenario(tokens=["Dogs then"]))
+    conversation = conversation_of(user, api_key=api_key)
+    exchange(conversation, question="Tell me about cats", answer="Cats.")
+    question = Message.objects.get(role="user")
+    first_session = Client(enforce_csrf_checks=True)
+    first_session.force_login(user)
+    first_session.get(f"/c/{conversation.pk}/")  # renders and keeps the fragments
+    second_session = Client(enforce_csrf_checks=True)
+    second_session.force_login(user)
+    document = page(second_session.get(f"/c/{conversation.pk}/"))
+    edit_form = document.find("form", action=f"/m/{question.pk}/edit")
+    token = edit_form.find("input", name="csrfmiddlewaretoken").attrs["value"]
+
+    response = second_session.post(f"/m/{question.pk}/edit", {
+        "content": "Tell me about dogs", "csrfmiddlewaretoken": token,
+    })
+
+    assert response.status_code == 302
+    reply = finished_reply(Message.objects.filter(role="assistant").latest("id"))
+    assert reply.content == "Dogs then"
+    assert "csrf-" not in second_session.get(f"/c/{conversation.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_reply_changed_after_a_view_shows_its_new_state_on_the_next_view(alice, user):
+    conversation = conversation_of(user)
+    reply = exchange(conversation, answer="First draft.")
+    assert "First draft." in alice.get(f"/c/{conversation.pk}/").content.decode()
+
+    # Rows change without save() too (the reply engine writes with UPDATE).
+    Message.objects.filter(pk=reply.pk).update(content="Second draft.",
+                                               content_html="<p>Second draft.</p>")
+    assert "Second draft." in alice.get(f"/c/{conversation.pk}/").content.decode()
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.ERROR,
+                                               error_message="The provider stopped.")
+    document = page(alice.get(f"/c/{conversation.pk}/"))
+
+    shown = document.find("article", id=f"message-{reply.pk}")
+    assert "Second draft." in shown.text and "First draft." not in shown.text
+    assert "The provider stopped." in shown.text
+    assert shown.find("form", id=f"actions-{reply.pk}").find("button").text == "Retry"
 
 
 @pytest.mark.django_db
