@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import operator
 
+from django.conf import settings
 from django.core.cache import caches
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
@@ -38,7 +39,9 @@ _PLACEHOLDER = SimpleLazyObject(
 
 
 def _cache():
-    return caches["fragments"]
+    """The ``fragments`` cache (settings.py defines it), or the default one where a deployment's
+    own CACHES left it out: keys and placeholder are the same in every process either way."""
+    return caches["fragments" if "fragments" in settings.CACHES else "default"]
 
 
 _SHOWN = ("role", "status", "superseded", "finish_reason", "error_message", "model",
