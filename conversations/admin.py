@@ -29,7 +29,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import audit, catalog, crypto, upstream
-from .admin_forms import KeyGrantFormSet, NamedRows, TeamForm, TeamSettingsForm
+from .admin_forms import KeyGrantFormSet, TeamForm, TeamSettingsForm
 from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
 from .models import (
@@ -169,10 +169,6 @@ class TeamGroupAdmin(GuardedAdminMixin, GroupAdmin):
                 f"{User._meta.app_label}.{get_permission_codename('change', User._meta)}"):
             readonly.append("members")
         return readonly
-
-    def get_inline_formsets(self, request, formsets, inline_instances, obj=None):
-        return [NamedRows(rows) if rows.opts.model._meta.auto_created else rows
-                for rows in super().get_inline_formsets(request, formsets, inline_instances, obj)]
 
     @admin.display(description=_("members"), ordering="member_total")
     def member_count(self, group) -> int:

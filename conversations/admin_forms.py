@@ -5,12 +5,14 @@ A team is a Django group. Its members and its keys are many-to-many rows, and ev
 them goes through Django's many-to-many managers, so the audit log's signal handlers record it
 (``audit.py``) as they record the same change made from a user's or a key's page.
 
-The rows of the many-to-many tables Django creates itself (``ApiKey.teams.through``) have no
-name of their own: Django calls one "ApiKey_teams object (1)". The admin names them by their two
-ends instead, "Key 1 → Support" (``through_label``), on the team's page and in its history.
+A grant is a row of the many-to-many table Django creates itself (``ApiKey.teams.through``); it
+reads "Key 1 → Support" on the team's page and in its history by the name ``relations.py`` gives
+such rows.
 """
 
 from __future__ import annotations
+
+import json
 
 from django import forms
 from django.contrib.admin.widgets import FilteredSelectMultiple
@@ -25,7 +27,6 @@ from django.utils.translation import gettext_lazy as _
 from .admin_guards import IdsChoiceField
 from .models import ApiKey, Team
 from .selectors import models_for_key
-from .text import isolate_if_needed
 
 User = get_user_model()
 
@@ -66,6 +67,34 @@ def offered_models(key: ApiKey | None) -> list[str]:
     return models_for_key(key).models if key is not None else []
 
 
+def default_model_blank(key: ApiKey | None) -> str:
+    """Return how the default model's empty choice reads with ``key`` as the default key."""
+    if key is None:
+        return str(BLANK_CHOICE_DASH[0][1])
+    if key.default_model:
+        return str(_("The key's default (%(model)s)") % {"model": key.default_model})
+    return str(_("The key's default"))
+
+
+class KeyModelsSelect(forms.Select):
+    """The default model's select, carrying the models of every key it may be paired with
+    (``data-models``) and the name of the key's field (``data-key-field``): when the admin
+    chooses another key, ``team_default_model.js`` lists that key's models, without a reload.
+    Without a script the list follows the key once saved."""
+
+    class Media:
+        js = ["admin/js/jquery.init.js", "chatsite/team_default_model.js"]  # after django.jQuery
+
+    def offer(self, *, keys, key_field: str) -> None:
+        """List the models of each of ``keys`` in the widget, for the key field ``key_field``."""
+        self.attrs["data-key-field"] = key_field
+        self.attrs["data-no-key"] = default_model_blank(None)
+        self.attrs["data-models"] = json.dumps({
+            str(key.pk): {"blank": default_model_blank(key), "models": offered_models(key)}
+            for key in keys
+        }, ensure_ascii=False)
+
+
 class TeamSettingsForm(forms.ModelForm):
     """A team's settings, whose default model is one its default key offers, chosen from a list.
 
@@ -75,10 +104,10 @@ class TeamSettingsForm(forms.ModelForm):
 
     default_model = forms.CharField(
         label=capfirst(Team._meta.get_field("default_model").verbose_name), required=False,
-        widget=forms.Select,
+        widget=KeyModelsSelect,
         validators=[MaxLengthValidator(Team._meta.get_field("default_model").max_length)],
-        help_text=_("One of the models the default key offers; empty for the key's own default. "
-                    "Choose a key and save to list its models."),
+        help_text=_("One of the models the default key offers; empty for the key's own "
+                    "default."),
     )
 
     class Meta:
@@ -92,17 +121,15 @@ class TeamSettingsForm(forms.ModelForm):
             self.initial.get("default_model") or "")
         self._list_models(self.instance.default_key if self.instance.default_key_id else None,
                           current)
+        if "default_key" in self.fields:
+            self.fields["default_model"].widget.offer(
+                keys=self.fields["default_key"].queryset,
+                key_field=self.add_prefix("default_key"))
 
     def _list_models(self, key: ApiKey | None, current: str) -> None:
         """Offer the models of ``key``, and ``current`` even if it is not one of them."""
         offered = offered_models(key)
-        if key is None:
-            blank = BLANK_CHOICE_DASH[0][1]
-        elif key.default_model:
-            blank = _("The key's default (%(model)s)") % {"model": key.default_model}
-        else:
-            blank = _("The key's default")
-        choices = [("", blank), *((model, model) for model in offered)]
+        choices = [("", default_model_blank(key)), *((model, model) for model in offered)]
         if current and current not in offered:
             choices.append((current, _("%(model)s (not offered by the default key)")
                             % {"model": current}))
@@ -128,48 +155,9 @@ class TeamSettingsForm(forms.ModelForm):
 # -- keys granted to the team ------------------------------------------------------------------
 
 
-def through_label(row) -> str:
-    """Name a row of a many-to-many table Django created by its two ends: "Key 1 → Support"
-    (a name holding a direction control isolated, so it cannot reorder the arrow)."""
-    source, target = (field for field in row._meta.fields if field.is_relation)
-    return " → ".join(isolate_if_needed(str(getattr(row, field.name)))
-                      for field in (source, target))
-
-
-class NamedRow:
-    """A many-to-many row as the admin shows it: named by ``through_label``, otherwise the row."""
-
-    def __init__(self, row) -> None:
-        self._row = row
-
-    def __getattr__(self, name: str):
-        return getattr(self._row, name)
-
-    def __str__(self) -> str:
-        return through_label(self._row)
-
-
-class NamedRows:
-    """An inline of many-to-many rows as the admin renders it (``InlineAdminFormSet``), each row
-    named by ``through_label`` where Django would say "ApiKey_teams object (1)"."""
-
-    def __init__(self, inline_formset) -> None:
-        self._inline_formset = inline_formset
-
-    def __getattr__(self, name: str):
-        return getattr(self._inline_formset, name)
-
-    def __iter__(self):
-        for row in self._inline_formset:
-            if row.original is not None:
-                row.original = NamedRow(row.original)
-            yield row
-
-
 class KeyGrantFormSet(BaseInlineFormSet):
     """The keys granted to a team (rows of ``ApiKey.teams.through``), saved through the key's
-    many-to-many manager so each grant and revocation is audited, and named "Key 1 → Support"
-    in the team's history."""
+    many-to-many manager so each grant and revocation is audited."""
 
     def save_new(self, form, commit: bool = True):
         if not commit:
@@ -194,10 +182,3 @@ class KeyGrantFormSet(BaseInlineFormSet):
         if stored is not None:
             obj.apikey = stored.apikey  # named in the history by the key it granted
             stored.apikey.teams.remove(self.instance)
-
-    def save(self, commit: bool = True):
-        saved = super().save(commit)
-        self.new_objects = [NamedRow(row) for row in self.new_objects]
-        self.changed_objects = [(NamedRow(row), fields) for row, fields in self.changed_objects]
-        self.deleted_objects = [NamedRow(row) for row in self.deleted_objects]
-        return saved

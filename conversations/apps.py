@@ -7,6 +7,7 @@ class ConversationsConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
-        from . import audit
+        from . import audit, relations
 
         audit.connect()
+        relations.name_relations()

@@ -408,4 +408,5 @@ class Preference(models.Model):
         verbose_name_plural = _("preferences")
 
     def __str__(self) -> str:
-        return str(self.user_id)
+        # Once deleted (the admin names it then), Django has cleared the key: the kind.
+        return str(self.user) if self.user_id is not None else str(_("preference"))

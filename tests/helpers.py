@@ -76,6 +76,18 @@ def page(response) -> Element:
     return builder.root
 
 
+# -- Browser screens -------------------------------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+# Browser context options of the two screens a behaviour is checked on: together they cover
+# both sizes and both colour schemes.
+SCREENS = {
+    "desktop, light": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "light"},
+    "phone, dark": {"viewport": PHONE, "color_scheme": "dark", "is_mobile": True,
+                    "has_touch": True},
+}
+
+
 # -- Replies -----------------------------------------------------------------------------------
 
 

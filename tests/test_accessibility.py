@@ -70,8 +70,14 @@ def describe(where: str, violations: list[dict]) -> list[str]:
 def test_member_pages_have_no_serious_or_critical_axe_violations(
     browser, live_url, user, api_key, fake_upstream, axe_source, scheme, size
 ):
+    from conftest import PASSWORD
+    from conversations.models import ApiKey, Preset, UserLimit
+
+    Preset.objects.create(name="Translator", everyone=True, api_key=api_key, model="gpt-4o",
+                          instructions="Translate into Korean.")
     fake_upstream.queue(Scenario(tokens=MARKDOWN_REPLY, send_usage=False),
                         Scenario(tokens=MARKDOWN_REPLY),
+                        Scenario(tokens=["Too late"], hang_after=0),
                         Scenario(tokens=["Still", " writing", " this", "..."], hang_after=3))
     context = browser.new_context(base_url=live_url, color_scheme=scheme, **SIZES[size])
     page = context.new_page()
@@ -96,6 +102,10 @@ def test_member_pages_have_no_serious_or_critical_axe_violations(
         page.get_by_role("button", name="Menu").click()
         check("new chat, menu open")
         page.keyboard.press("Escape")
+    settings = page.locator("details.chat-settings > summary")
+    settings.click()
+    check("new chat, chat settings open")
+    settings.click()
 
     page.get_by_role("textbox", name="Message").fill("Show me Markdown")
     page.get_by_role("button", name="Send").click()
@@ -110,20 +120,46 @@ def test_member_pages_have_no_serious_or_critical_axe_violations(
     page.locator("details.earlier").first.locator("summary").click()
     check("finished reply, earlier version open")
 
+    page.get_by_role("textbox", name="Message").fill("Think first")
+    page.get_by_role("button", name="Send").click()
+    page.locator(".message__waiting").wait_for(timeout=10000)
+    check("waiting for the model")
+    page.get_by_role("textbox", name="Message").fill("Meanwhile")
+    page.get_by_role("textbox", name="Message").press("Enter")
+    page.get_by_role("alert").get_by_text("Wait for the reply to finish").wait_for(timeout=5000)
+    check("a second message refused while waiting")
+    page.locator("#composer").get_by_role("button", name="Stop").click()
+    page.locator("article.message--assistant").last.get_by_text(
+        "Stopped: the reply is incomplete.").wait_for(timeout=5000)
+
     page.get_by_role("textbox", name="Message").fill("Keep writing")
     page.get_by_role("button", name="Send").click()
     streaming = page.locator("article.message--assistant .message__body--streaming")
     streaming.filter(has_text="Still writing this").wait_for(timeout=10000)
     check("streaming reply")
     page.locator("article.message--assistant").last.get_by_role("button", name="Stop").click()
-    page.get_by_text("Stopped: the reply is incomplete.").wait_for(timeout=5000)
+    page.locator("article.message--assistant").last.get_by_text(
+        "Stopped: the reply is incomplete.").wait_for(timeout=5000)
     check("stopped reply")
 
     check("delete page", f"{conversation}delete")
+    UserLimit.objects.create(user=user, monthly_token_budget=10)  # used up: meter and notice
     check("usage page", "/usage/")
     page.get_by_text("Tokens by day as a table").click()
     check("usage page, days table open")
     check("password change page", "/accounts/password_change/")
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a new and longer passphrase")
+    page.get_by_label("New password confirmation").fill("not the same passphrase")
+    page.get_by_role("button", name="Change my password").click()
+    page.get_by_role("alert").wait_for()
+    check("password change page with an error")
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a new and longer passphrase")
+    page.get_by_label("New password confirmation").fill("a new and longer passphrase")
+    page.get_by_role("button", name="Change my password").click()
+    page.get_by_role("heading", name="Your password was changed").wait_for()
+    check("password changed page")
     check("404 page", "/c/999999/", status=404)
     # The member's own choice, against the system's: the palette's other copy in chat.css.
     page.goto(conversation)
@@ -134,6 +170,8 @@ def test_member_pages_have_no_serious_or_critical_axe_violations(
     flipped = "light" if scheme == "dark" else "dark"
     assert page.locator("html").get_attribute("data-theme") == flipped
     check(f"conversation after choosing {flipped}")
+    ApiKey.objects.update(is_active=False)
+    check(f"new chat without a model to use, {flipped}", "/")
     context.close()
 
     assert not found, "serious or critical axe violations:\n" + "\n".join(found)

@@ -5,16 +5,17 @@ out by failed logins is unlocked from the user list or the user's page. Every ch
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
-from conftest import PASSWORD
+from conftest import PASSWORD, wait_for
 from conversations.admin_forms import TeamSettingsForm
 from conversations.models import ApiKey, AuditEvent, Team
-from tests.helpers import Element
+from tests.helpers import SCREENS, Element
 from tests.helpers import page as html
 
 pytestmark = pytest.mark.django_db
@@ -246,6 +247,85 @@ def test_a_grant_deleted_after_its_key_was_changed_revokes_the_key_it_granted(
     assert "Support key → Support" in history and "Other key" not in history
 
 
+# -- deleting: the rows that go too read as words ----------------------------------------------
+
+
+@pytest.fixture
+def related(support, team_key, user):
+    """A team with a member, a key and a preset granted to both, and a permission each."""
+    from conversations.models import Preference, Preset
+
+    user.groups.add(support)
+    team_key.teams.add(support)
+    team_key.users.add(user)
+    preset = Preset.objects.create(name="Translator", api_key=team_key, model="gpt-4o")
+    preset.teams.add(support)
+    support.permissions.add(Permission.objects.get(codename="view_user"))
+    user.user_permissions.add(Permission.objects.get(codename="view_group"))
+    Preference.objects.create(user=user, theme="dark")
+    return {"key": team_key, "team": support, "member": user, "preset": preset}
+
+
+DELETED_ROWS = {
+    "key": ("/admin/conversations/apikey/{pk}/delete/", [
+        "API key granted to a team: Support key → Support",
+        "API key granted to a user: Support key → alice"]),
+    "team": ("/admin/auth/group/{pk}/delete/", [
+        "Team membership: alice in Support",
+        "API key granted to a team: Support key → Support",
+        "Preset granted to a team: Translator → Support",
+        "Permission of a team: Support: Authentication and Authorization | user | Can view user"]),
+    "member": ("/admin/auth/user/{pk}/delete/", [
+        "Team membership: alice in Support",
+        "API key granted to a user: Support key → alice",
+        "Permission of a user: alice: Authentication and Authorization | group | "
+        "Can view group",
+        "Preference: alice"]),
+    "preset": ("/admin/conversations/preset/{pk}/delete/", [
+        "Preset granted to a team: Translator → Support"]),
+}
+
+
+def deleted_list(response) -> str:
+    """Return the text of what a delete confirmation says will be deleted, and its summary."""
+    assert response.status_code == 200
+    content = html(response).find("div", id="content")
+    return content.text
+
+
+@pytest.mark.parametrize("what", sorted(DELETED_ROWS))
+def test_deleting_names_every_row_that_goes_with_it_by_its_two_ends(admin_client, related,
+                                                                   what):
+    url, rows = DELETED_ROWS[what]
+
+    text = deleted_list(admin_client.get(url.format(pk=related[what].pk)))
+
+    for row in rows:
+        assert row in text
+    assert "object (" not in text and "relationship" not in text
+
+
+@pytest.mark.parametrize(("what", "changelist"), [
+    ("key", "/admin/conversations/apikey/"), ("team", "/admin/auth/group/"),
+    ("member", "/admin/auth/user/"), ("preset", "/admin/conversations/preset/")])
+def test_deleting_a_selection_names_every_row_that_goes_with_it(admin_client, related, what,
+                                                                changelist):
+    response = admin_client.post(changelist, {"action": "delete_selected",
+                                              "_selected_action": [related[what].pk]})
+
+    text = deleted_list(response)
+    assert "Are you sure" in text
+    for row in DELETED_ROWS[what][1]:
+        assert row in text
+    assert "object (" not in text and "relationship" not in text
+
+
+def test_the_summary_counts_the_rows_by_what_they_are(admin_client, related):
+    text = deleted_list(admin_client.get(f"/admin/auth/group/{related['team'].pk}/delete/"))
+
+    assert "Team memberships: 1" in text and "API keys granted to teams: 1" in text
+
+
 # -- the team's default model ------------------------------------------------------------------
 
 
@@ -296,9 +376,60 @@ def test_the_teams_own_page_offers_the_keys_models_too(admin_client, support, te
     team = Team.objects.create(group=support, default_key=team_key)
     url = f"/admin/conversations/team/{team.pk}/change/"
     assert options(admin_client.get(url), "default_model") == ["", *OFFERED]
+    assert select(admin_client.get(url), "default_model").attrs["data-key-field"] == "default_key"
     data = {**form_data(admin_client.get(url), "team_form"), "default_model": "gpt-5-turbo"}
     assert admin_client.post(url, data).status_code == 200
     assert Team.objects.get(pk=team.pk).default_model == ""
+
+
+def test_the_default_model_select_carries_the_models_of_every_key(admin_client, support,
+                                                                  team_key, make_api_key):
+    other = make_api_key(name="Other key", everyone=False)
+    ApiKey.objects.filter(pk=other.pk).update(listed_models=["o1", "gpt-4.1"])
+    Team.objects.create(group=support, default_key=team_key)
+
+    attrs = select(admin_client.get(change_url(support)), "team-0-default_model").attrs
+
+    assert attrs["data-key-field"] == "team-0-default_key"
+    assert json.loads(attrs["data-models"]) == {
+        str(team_key.pk): {"blank": "The key's default (gpt-4o-mini)", "models": OFFERED},
+        str(other.pk): {"blank": "The key's default", "models": ["o1", "gpt-4.1"]}}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("screen", sorted(SCREENS))
+def test_choosing_another_key_lists_its_models_without_a_reload(
+    browser, live_url, root, support, team_key, make_api_key, screen
+):
+    from conftest import log_in, watch
+
+    other = make_api_key(name="Other key", everyone=False, default_model="gpt-4.1")
+    ApiKey.objects.filter(pk=other.pk).update(listed_models=["o1", "gpt-4.1"])
+    Team.objects.create(group=support, default_key=team_key, default_model="gpt-4o")
+    context = browser.new_context(base_url=live_url, **SCREENS[screen])
+    page = context.new_page()
+    errors = watch(page)
+    log_in(page, "root")
+    page.goto(change_url(support))
+    models = page.locator("select[name='team-0-default_model']")
+    listed = "select => Array.from(select.options, option => [option.value, option.text])"
+    assert models.evaluate(listed)[1:] == [[model, model] for model in OFFERED]
+    assert models.input_value() == "gpt-4o"
+
+    page.locator(".field-default_key .select2-selection").click()
+    page.locator(".select2-search__field").fill("Other")
+    page.locator(".select2-results__option", has_text="Other key").click()
+
+    wait_for(lambda: models.evaluate(listed) == [
+        ["", "The key's default (gpt-4.1)"], ["o1", "o1"], ["gpt-4.1", "gpt-4.1"]], 5)
+    assert models.input_value() == ""  # gpt-4o is not the other key's
+    models.select_option("o1")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(re.compile(r"/admin/auth/group/$"))
+    team = Team.objects.get(group=support)
+    assert (team.default_key, team.default_model) == (other, "o1")
+    context.close()
+    assert not errors, errors
 
 
 def test_the_team_settings_form_keeps_every_setting_a_team_has():

@@ -1,7 +1,12 @@
-"""Controls that are always right: only the last reply offers Regenerate or Retry, a second
-message cannot cut a streaming reply off, a member without a model reads why and whom to ask,
-each message shows its model and time with a Copy button, and the keyboard, the page and the
-composer follow the reply."""
+"""The chat a member lives in (issue 10): chat settings and presets, a page that works on a
+phone, formatted text while the reply streams and a page that follows it, waiting that shows,
+controls that are always right (only the last reply offers Regenerate or Retry, a second message
+cannot cut a streaming reply off, Stop and Esc), a member without a model reads why and whom to
+ask, errors name the field, each message shows its model and time with a Copy button, dark mode,
+the site's own password page, the budget that binds, and the keyboard.
+
+What only a browser shows is checked at a desktop size in light colours and at a phone's in dark
+(``screen``)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import pytest
 from conftest import wait_for
 from conversations.models import Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import finished_reply, send_message
+from tests.helpers import PHONE, SCREENS, finished_reply, send_message
 from tests.helpers import page as parse
 
 IN_TRANSACTIONS = pytest.mark.django_db(transaction=True)
@@ -112,13 +117,10 @@ def test_change_password_is_in_the_sites_own_look(alice):
 
 
 # -- in the browser ----------------------------------------------------------------------------
-
-
-SCREENS = {
-    "desktop, light": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "light"},
-    "phone, dark": {"viewport": {"width": 390, "height": 844}, "color_scheme": "dark",
-                    "is_mobile": True, "has_touch": True},
-}
+#
+# Each behaviour is checked on two screens, a desktop in light colours and a phone in dark ones:
+# together they cover both sizes and both schemes (axe-core runs in all four combinations,
+# test_accessibility.py).
 
 
 @pytest.fixture(params=sorted(SCREENS))
@@ -134,6 +136,25 @@ def screen(request, browser, live_url):
     assert not errors, errors
 
 
+HOME = re.compile(r"^http://[^/]+/$")  # a new chat
+
+
+def on_phone(page) -> bool:
+    return page.viewport_size["width"] <= PHONE["width"]
+
+
+def navigation(page):
+    """Return the site's navigation, opened with "Menu" on a phone, where it is behind it."""
+    if on_phone(page):
+        page.get_by_role("button", name="Menu").click()
+    return page.locator("#sidebar")
+
+
+def send(page, text: str) -> None:
+    page.get_by_role("textbox", name="Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
 @pytest.mark.browser
 def test_while_a_reply_streams_the_composer_offers_stop_and_esc_stops_it(
     screen, user, api_key, fake_upstream
@@ -144,8 +165,7 @@ def test_while_a_reply_streams_the_composer_offers_stop_and_esc_stops_it(
 
     fake_upstream.queue(Scenario(tokens=["Never", " ending", " story"], hang_after=2))
     log_in(page, "alice")
-    page.get_by_role("textbox", name="Message").fill("Tell me")
-    page.get_by_role("button", name="Send").click()
+    send(page, "Tell me")
     page.wait_for_url(re.compile(r"/c/\d+/$"))
     composer = page.locator("#composer")
     composer.get_by_role("button", name="Stop").wait_for(timeout=5000)
@@ -159,16 +179,50 @@ def test_while_a_reply_streams_the_composer_offers_stop_and_esc_stops_it(
 
 
 @pytest.mark.browser
-def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump_to_latest(
-    page, user, api_key, fake_upstream
+def test_before_the_first_text_the_page_counts_the_seconds_and_refuses_a_second_message(
+    screen, user, api_key, fake_upstream
 ):
     from conftest import log_in
 
-    page.set_viewport_size({"width": 1000, "height": 500})
+    page = screen
+    fake_upstream.queue(Scenario(tokens=["Too", " late"], hang_after=0))  # nothing arrives
+    page.clock.install()  # runs as the real one, and can be moved on without waiting
+    log_in(page, "alice")
+    send(page, "Think hard")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    waiting = page.locator("article.message--assistant .message__waiting")
+    waiting.wait_for(timeout=5000)
+    assert waiting.inner_text().startswith("Waiting for the model…")
+    elapsed = waiting.locator(".message__elapsed")
+    page.clock.fast_forward(7000)
+    wait_for(lambda: re.fullmatch(r"([7-9]|1\d)\s?s", elapsed.inner_text()), 3)  # it counts
+
+    # Enter with a second message: refused, said next to the box, the text kept.
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("And another thing")
+    box.press("Enter")
+    page.get_by_role("alert").get_by_text(
+        "Message: Wait for the reply to finish, or stop it, first.").wait_for(timeout=5000)
+    assert box.input_value() == "And another thing"
+    assert waiting.is_visible()
+    assert Message.objects.filter(content="And another thing").count() == 0
+
+    page.locator("#composer").get_by_role("button", name="Stop").click()
+    page.get_by_text("Stopped: the reply is incomplete.").wait_for(timeout=3000)
+    page.locator("#composer").get_by_role("button", name="Send").wait_for(timeout=3000)
+    assert not waiting.is_visible()
+
+
+@pytest.mark.browser
+def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump_to_latest(
+    screen, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    page = screen
     fake_upstream.queue(Scenario(tokens=[f"line {n}\n\n" for n in range(60)], token_delay=0.05))
     log_in(page, "alice")
-    page.get_by_role("textbox", name="Message").fill("Write a lot")
-    page.get_by_role("button", name="Send").click()
+    send(page, "Write a lot")
     page.wait_for_url(re.compile(r"/c/\d+/$"))
     messages = page.locator("#messages")
     wait_for(lambda: messages.evaluate("m => m.scrollHeight > m.clientHeight + 200"), 10)
@@ -180,7 +234,7 @@ def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump
     jump = page.get_by_role("button", name="Jump to latest")
     jump.wait_for(timeout=3000)
     top = messages.evaluate("m => m.scrollTop")
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)  # tokens keep arriving meanwhile
     assert messages.evaluate("m => m.scrollTop") == top  # no longer follows
 
     jump.click()
@@ -188,53 +242,198 @@ def test_the_page_follows_the_reply_until_the_member_scrolls_up_then_offers_jump
     assert not jump.is_visible()
 
 
-PHONE = {"width": 390, "height": 844}
-
-
 @pytest.mark.browser
-def test_on_a_phone_no_page_is_wider_than_the_screen_and_the_menu_reaches_everything(
-    browser, live_url, user, api_key, fake_upstream
+def test_no_page_is_wider_than_the_screen_and_the_navigation_reaches_everything(
+    screen, user, api_key, fake_upstream
 ):
-    from conftest import log_in, watch
+    from conftest import log_in
 
+    page = screen
+    width = page.viewport_size["width"]
     fake_upstream.queue(Scenario(tokens=["| a | b |\n|---|---|\n| " + "wide " * 60 + "| x |\n\n",
                                          "`" + "x" * 300 + "`"]))
-    context = browser.new_context(base_url=live_url, viewport=PHONE, is_mobile=True,
-                                  has_touch=True)
-    phone = context.new_page()
-    errors = watch(phone)
-    log_in(phone, "alice")
-    phone.get_by_role("textbox", name="Message").fill("A wide table, please")
-    phone.get_by_role("button", name="Send").click()
-    phone.wait_for_url(re.compile(r"/c/\d+/$"))
-    phone.locator("article.message--assistant.message--complete").wait_for(timeout=10000)
-    conversation = phone.url
+    log_in(page, "alice")
+    send(page, "A wide table, please")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    page.locator("article.message--assistant.message--complete").wait_for(timeout=10000)
+    conversation = page.url
 
     overflowing = {}
     for path in [conversation, "/", "/usage/", "/accounts/password_change/",
                  conversation + "delete"]:
-        phone.goto(path)
-        width = phone.evaluate("document.documentElement.scrollWidth")
-        if width > PHONE["width"]:
-            overflowing[path] = width
+        page.goto(path)
+        if (scrolled := page.evaluate("document.documentElement.scrollWidth")) > width:
+            overflowing[path] = scrolled
     assert overflowing == {}
 
-    phone.goto(conversation)
-    for name in ("Send",):
-        box = phone.get_by_role("button", name=name).bounding_box()
-        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
-    delete = phone.get_by_role("link", name="Delete").bounding_box()
-    assert delete and delete["x"] + delete["width"] <= PHONE["width"]
-    assert not phone.get_by_role("link", name="Usage").is_visible()
+    page.goto(conversation)
+    for control in (page.get_by_role("button", name="Send"),
+                    page.get_by_role("link", name="Delete")):
+        box = control.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width
+    sidebar = page.locator("#sidebar")
+    menu = page.get_by_role("button", name="Menu")
+    assert menu.is_visible() == on_phone(page)  # a phone's way to the navigation, only there
+    assert sidebar.get_by_role("link", name="Usage").is_visible() != on_phone(page)
 
-    phone.get_by_role("button", name="Menu").click()
-    for name in ("New chat", "Usage", "Change password"):
-        assert phone.locator("#sidebar").get_by_role("link", name=name).is_visible(), name
-    assert phone.get_by_role("button", name="Log out").is_visible()
-    phone.locator("#sidebar").get_by_role("link", name="Usage").click()
-    phone.wait_for_url(re.compile(r"/usage/$"))
-    context.close()
-    assert not errors, errors
+    navigation(page)
+    for name in ("New chat", "Usage", "Change password", "A wide table, please"):
+        assert sidebar.get_by_role("link", name=name).is_visible(), name
+    assert sidebar.get_by_role("button", name="Log out").is_visible()
+    sidebar.get_by_role("link", name="Usage").click()
+    page.wait_for_url(re.compile(r"/usage/$"))
+
+
+@pytest.mark.browser
+def test_a_member_without_a_model_reads_why_and_whom_to_ask(
+    screen, user, make_api_key, django_user_model
+):
+    from conftest import log_in
+
+    page = screen
+    make_api_key(everyone=False)
+    django_user_model.objects.create_superuser("olivia", password="x")
+    log_in(page, "alice")
+
+    notice = page.locator("#composer .notice")
+    assert notice.is_visible()
+    assert "no API key is granted to you or to one of your teams" in notice.inner_text()
+    assert "Ask an administrator (olivia)" in notice.inner_text()
+    box = notice.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]
+
+
+@pytest.mark.browser
+def test_each_message_shows_its_model_and_time_and_copy_copies_it(
+    screen, live_url, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    page = screen
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_url)
+    fake_upstream.queue(Scenario(tokens=["A **bold**", " answer."]))
+    log_in(page, "alice")
+    send(page, "Answer boldly")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    reply = page.locator("article.message--assistant.message--complete")
+    reply.wait_for(timeout=10000)
+
+    assert "gpt-4o-mini" in reply.locator(".message__author").inner_text()
+    assert reply.locator("time").is_visible() and reply.locator("time").inner_text().strip()
+    reply.get_by_role("button", name="Copy").click()
+    reply.get_by_role("button", name="Copied").wait_for(timeout=3000)
+    assert page.evaluate("navigator.clipboard.readText()").strip() == "A bold answer."
+    question = page.locator("article.message--user")
+    question.get_by_role("button", name="Copy").click()
+    wait_for(lambda: page.evaluate("navigator.clipboard.readText()").strip() == "Answer boldly", 3)
+
+
+def focus_ring(page) -> bool:
+    """Return whether the focused element is drawn with an outline."""
+    style = page.evaluate("(({outlineStyle, outlineWidth}) => ({outlineStyle, outlineWidth}))"
+                          "(getComputedStyle(document.activeElement))")
+    return style["outlineStyle"] != "none" and float(style["outlineWidth"].removesuffix("px")) > 0
+
+
+@pytest.mark.browser
+def test_the_keyboard_reaches_the_content_sends_and_starts_a_new_chat_with_focus_visible(
+    screen, user, api_key, fake_upstream
+):
+    from conftest import log_in
+
+    page = screen
+    log_in(page, "alice")  # the chat puts the focus in the message box; other pages do not
+    page.goto("/usage/")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    assert skip.evaluate("link => link === document.activeElement")
+    box = skip.bounding_box()
+    assert box["y"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]  # on screen
+    assert focus_ring(page)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"#main$"))
+    page.keyboard.press("Tab")  # on from the content, past the navigation
+    assert page.evaluate("document.activeElement.closest('main') !== null")
+
+    page.goto("/")
+    box = page.get_by_role("textbox", name="Message")
+    assert box.evaluate("box => box === document.activeElement")
+    page.keyboard.type("first line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    assert box.input_value() == "first line\nsecond line"  # not sent
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    page.locator("article.message--assistant.message--complete").wait_for(timeout=10000)
+    assert page.locator("article.message--user .message__body").inner_text() == (
+        "first line\nsecond line")
+    page.keyboard.press("Tab")  # from the box, on to the next control
+    assert page.evaluate("document.activeElement !== document.body") and focus_ring(page)
+
+    page.keyboard.press("Control+Shift+O")
+    page.wait_for_url(HOME)
+    assert page.get_by_role("heading", name="New chat").count() == 1
+
+
+@pytest.mark.browser
+def test_change_password_is_reached_from_the_navigation_and_stays_in_the_sites_look(
+    screen, user
+):
+    from conftest import PASSWORD, log_in
+
+    page = screen
+    log_in(page, "alice")
+    navigation(page).get_by_role("link", name="Change password").click()
+    page.wait_for_url(re.compile(r"/accounts/password_change/$"))
+    assert page.get_by_role("heading", name="Change your password").is_visible()
+    assert page.get_by_text("Django administration").count() == 0
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a new and longer passphrase")
+    page.get_by_label("New password confirmation").fill("a new and longer passphrase")
+    page.get_by_role("button", name="Change my password").click()
+
+    page.get_by_role("heading", name="Your password was changed").wait_for()
+    user.refresh_from_db()
+    assert user.check_password("a new and longer passphrase")
+    page.get_by_role("link", name="Back to the chat").click()
+    page.wait_for_url(HOME)  # still logged in, in the chat
+
+
+@pytest.mark.browser
+def test_a_member_stopped_by_the_team_budget_reads_why_and_sees_it_on_the_usage_page(
+    screen, user, make_api_key, settings
+):
+    from django.contrib.auth.models import Group
+    from django.utils import timezone
+
+    from conftest import log_in
+    from conversations.models import Team, UsageDaily, UserLimit
+
+    page = screen
+    settings.CHATSITE_DEFAULT_MONTHLY_TOKENS = None
+    support = Group.objects.create(name="Support")
+    user.groups.add(support)
+    make_api_key(everyone=False, default_model="gpt-4o-mini").teams.add(support)
+    Team.objects.create(group=support, monthly_token_budget=1000)
+    UserLimit.objects.create(user=user, monthly_token_budget=50_000)  # not the one that binds
+    UsageDaily.objects.create(day=timezone.localdate(), user=user, team=support, requests=1,
+                              prompt_tokens=900, completion_tokens=100, total_tokens=1000)
+    log_in(page, "alice")
+
+    send(page, "One more, please")
+    page.get_by_role("alert").get_by_text(
+        re.compile(r"^Message: Your team Support has used its monthly budget of 1,000 tokens\.")
+    ).wait_for(timeout=5000)
+    assert page.get_by_role("textbox", name="Message").input_value() == "One more, please"
+
+    navigation(page).get_by_role("link", name="Usage").click()
+    page.wait_for_url(re.compile(r"/usage/$"))
+    budget = page.locator("section.usage-budget")
+    assert "Your team Support has used 1,000 of its monthly budget of 1,000 tokens: 0 left." in (
+        budget.inner_text())
+    assert budget.get_by_text("The budget is used up").is_visible()
+    meter = budget.get_by_role("meter", name="Monthly budget used")
+    assert meter.is_visible() and meter.get_attribute("value") == "1000"
 
 
 # -- dark mode ---------------------------------------------------------------------------------
@@ -267,31 +466,26 @@ def test_the_theme_switch_goes_back_only_to_this_site(client, user):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("system", ["light", "dark"])
-def test_the_dark_mode_switch_follows_the_system_until_the_member_chooses(
-    browser, live_url, user, system
-):
-    from conftest import log_in, watch
+def test_the_dark_mode_switch_follows_the_system_until_the_member_chooses(screen, user):
+    from conftest import log_in
 
-    context = browser.new_context(base_url=live_url, color_scheme=system)
-    tab = context.new_page()
-    errors = watch(tab)
-    log_in(tab, "alice")
+    page = screen
+    log_in(page, "alice")
+    system = "dark" if page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches") else (
+        "light")
     background = "getComputedStyle(document.body).backgroundColor"
-    switch = tab.get_by_role("switch", name="Dark mode")
+    before = page.evaluate(background)
+    switch = navigation(page).get_by_role("switch", name="Dark mode")
     assert switch.get_attribute("aria-checked") == ("true" if system == "dark" else "false")
-    before = tab.evaluate(background)
 
-    switch.click()
-    tab.wait_for_load_state()
+    with page.expect_navigation():
+        switch.click()
 
-    assert tab.get_by_role("switch", name="Dark mode").get_attribute("aria-checked") == (
-        "false" if system == "dark" else "true")
-    assert tab.evaluate(background) != before
-    tab.reload()
-    assert tab.evaluate(background) != before  # remembered
-    context.close()
-    assert not errors, errors
+    switch = navigation(page).get_by_role("switch", name="Dark mode")
+    assert switch.get_attribute("aria-checked") == ("false" if system == "dark" else "true")
+    assert page.evaluate(background) != before
+    page.reload()
+    assert page.evaluate(background) != before  # remembered
 
 
 # -- chat settings -----------------------------------------------------------------------------
@@ -425,6 +619,53 @@ def test_a_member_saves_their_own_preset_and_finds_it_on_a_new_chat(alice, user,
                                            "preset_name": ""}, follow=True)
     assert "Preset name: Give the preset a name." in refused.content.decode()
     assert Preset.objects.count() == 1
+
+
+@pytest.mark.browser
+def test_a_preset_fills_in_the_chat_settings_which_reach_the_upstream_and_show_on_the_chat(
+    screen, user, api_key, fake_upstream, support
+):
+    from conftest import log_in
+    from conversations.models import Team
+
+    page = screen
+    translator = preset_of(api_key, instructions="Translate into Korean.", temperature="0.2")
+    translator.teams.add(support)
+    Team.objects.create(group=support, default_preset=translator)
+    preset_of(api_key, name="Brief", owner=user, instructions="Be brief.", temperature="0.7",
+              max_output_tokens=40)
+    log_in(page, "alice")
+    page.locator("details.chat-settings > summary").click()  # "Chat settings"
+    preset = page.get_by_label("Preset", exact=True)
+    instructions = page.get_by_label("Instructions")
+    temperature = page.get_by_label("Temperature")
+    maximum = page.get_by_label("Maximum length")
+    assert preset.evaluate("select => select.selectedOptions[0].text") == "Translator"
+    assert instructions.input_value() == "Translate into Korean."
+    assert float(temperature.input_value()) == 0.2
+
+    preset.select_option(label="Brief (yours)")
+    assert (instructions.input_value(), maximum.input_value()) == ("Be brief.", "40")
+    assert float(temperature.input_value()) == 0.7
+    assert page.get_by_label("Model").evaluate("s => s.selectedOptions[0].text") == "gpt-4o"
+    temperature.fill("0.3")  # the member's own change to the preset
+    send(page, "Summarise the meeting")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    page.locator("article.message--assistant.message--complete").wait_for(timeout=10000)
+
+    body = fake_upstream.chat_requests[-1].body
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert (body["model"], body["temperature"], body["max_tokens"]) == ("gpt-4o", 0.3, 40)
+    summary = page.locator("details.chat-settings > summary").inner_text()
+    assert "instructions set" in summary and "temperature 0.3" in summary
+    assert "up to 40 tokens" in summary
+
+    page.locator("details.chat-settings > summary").click()
+    instructions.fill("Answer at length.")
+    send(page, "And the decisions?")
+    page.locator("article.message--assistant.message--complete").nth(1).wait_for(timeout=10000)
+    assert fake_upstream.chat_requests[-1].body["messages"][0] == {
+        "role": "system", "content": "Answer at length."}  # from the next message on
 
 
 # -- formatted while it streams ----------------------------------------------------------------
