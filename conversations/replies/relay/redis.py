@@ -90,6 +90,7 @@ class Relay(Fanout):
         )
         self._listener: threading.Thread | None = None
         self._down_until = 0.0
+        self._listener_outage = False  # the listener thread has warned of the outage
 
     def available(self) -> bool:
         """Return whether Redis answered lately: while it does not, viewers follow the
@@ -214,8 +215,13 @@ class Relay(Fanout):
             try:
                 listener.run()
             except Exception as exc:
-                logger.warning("Redis relay lost its connection (%s); its viewers follow the "
-                               "database until it is back", exc)
+                # Said once per outage (the listener retries every second meanwhile).
+                if not self._listener_outage:
+                    logger.warning("Redis relay lost its connection (%s); its viewers follow "
+                                   "the database until it is back", exc)
+                    self._listener_outage = True
+                else:
+                    logger.debug("Redis relay still unreachable: %s", exc)
                 self.mark_down()
                 for message_id in self.watched():
                     for feed in self.of(message_id):
@@ -241,6 +247,9 @@ class _Listener:
     def run(self) -> None:
         relay = self.relay
         self.pubsub.subscribe(relay._control)
+        if relay._listener_outage:
+            relay._listener_outage = False
+            logger.info("Redis relay connected again; its viewers follow Redis")
         # After a reconnect, deltas may have been missed: every viewer gets a fresh snapshot.
         for message_id in relay.watched():
             feeds = relay.of(message_id)
