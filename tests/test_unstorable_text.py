@@ -20,11 +20,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_model_output_with_nul_and_lone_surrogates_is_stored_as_it_was_shown(
     alice, user, api_key, fake_upstream, live_url
 ):
+    # The reply waits upstream until the stream is open, however slow the machine is.
     fake_upstream.queue(Scenario(tokens=["Nul\x00 here", ", lone \ud800 there", " 😀 fine"],
-                                 token_delay=0.1))
+                                 token_delay=0.05, hang_after=0))
     reply = send_message(alice, api_key)
     session = session_for(live_url, user.username)
     with session.get(f"{live_url}/m/{reply.pk}/stream", stream=True, timeout=15) as response:
+        fake_upstream.release()
         deltas = [event.data for event in read_events(response) if event.event == "delta"]
     reply = finished_reply(reply)
 
