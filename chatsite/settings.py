@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,19 @@ def env_int(name: str, default: int) -> int:
         return int(value) if value else default
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def env_optional_money(name: str) -> Decimal | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if not amount.is_finite() or amount < 0:
+        raise ImproperlyConfigured(f"{name} must be an amount such as 25 or 12.50, not {value!r}.")
+    return amount
 
 
 def env_optional_int(name: str) -> int | None:
@@ -343,6 +357,22 @@ CHATSITE_ADMIN_CAN_EDIT_CONVERSATIONS = env_bool("CHATSITE_ADMIN_CAN_EDIT_CONVER
 # Site-wide limits for members without their own (admin → User limits); unset means no limit.
 CHATSITE_DEFAULT_MONTHLY_TOKENS = env_optional_int("CHATSITE_DEFAULT_MONTHLY_TOKENS")
 CHATSITE_DEFAULT_REQUESTS_PER_MINUTE = env_optional_int("CHATSITE_DEFAULT_REQUESTS_PER_MINUTE")
+# Money: the currency the catalog's prices, costs and money budgets are in (an ISO 4217 code;
+# changing it converts nothing), a site-wide monthly cost budget for members without their own,
+# and the share of a budget at which the member, the admin index and the team's admins are told.
+CHATSITE_CURRENCY = (os.environ.get("CHATSITE_CURRENCY", "").strip() or "USD").upper()[:3]
+CHATSITE_DEFAULT_MONTHLY_COST = env_optional_money("CHATSITE_DEFAULT_MONTHLY_COST")
+CHATSITE_BUDGET_ALERT_PERCENT = env_int("CHATSITE_BUDGET_ALERT_PERCENT", 80)
+# Mail (budget alerts): printed to the console unless a backend is configured, e.g.
+# EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST and friends.
+EMAIL_BACKEND = (os.environ.get("EMAIL_BACKEND", "").strip()
+                 or "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "").strip() or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "").strip() or "chatsite@localhost"
 
 # Scripts, styles and images from this site only: model output can never run or fetch anything.
 CHATSITE_CSP = "; ".join([

@@ -28,13 +28,14 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import audit, catalog, crypto, upstream
+from . import admin_catalog, audit, catalog, crypto, upstream
 from .admin_forms import KeyGrantFormSet, TeamForm, TeamSettingsForm
 from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
 from .models import (
     ApiKey,
     AuditEvent,
+    BudgetAlert,
     Conversation,
     Message,
     Preset,
@@ -54,16 +55,20 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
                     "everyone", "last_used_at"]
     list_filter = ["is_active", "everyone", "teams"]
     search_fields = ["name", "organization", "project", "base_url"]
-    readonly_fields = ["secret_hint", "created_at", "updated_at", "last_used_at"]
+    readonly_fields = ["secret_hint", "created_at", "updated_at", "last_used_at", "catalog"]
     filter_horizontal = ["teams", "users"]
     actions = ["test_connection", "refresh_models", "deactivate"]
     fieldsets = [
         (None, {"fields": ["name", "secret", "secret_hint", "is_active"]}),
         (_("Where and as whom"), {"fields": ["base_url", "organization", "project"]}),
         (_("Who may use it"), {"fields": ["everyone", "teams", "users"]}),
-        (_("Models"), {"fields": ["default_model", "allowed_models"]}),
+        (_("Models"), {"fields": ["default_model", "catalog"]}),
         (_("History"), {"fields": ["created_at", "updated_at", "last_used_at"]}),
     ]
+
+    @admin.display(description=_("models"))
+    def catalog(self, key: ApiKey) -> str:
+        return admin_catalog.models_table(key)
 
     @method_decorator(sensitive_post_parameters("secret"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
@@ -95,25 +100,28 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
                 messages.SUCCESS,
             )
 
-    @admin.action(description=_("Refresh models (allow every chat model the key lists)"))
+    @admin.action(description=_("Refresh models"))
     def refresh_models(self, request, queryset) -> None:
         for key in queryset:
             try:
-                models = catalog.refresh(key)
+                listing = catalog.refresh(key)
             except (upstream.UpstreamError, crypto.DecryptionError) as error:
                 self.message_user(
                     request, _("%(key)s: failed — %(error)s") % {"key": key.name, "error": error},
                     messages.ERROR,
                 )
                 continue
-            key.allowed_models = models
-            key.save()
-            self.message_user(
-                request,
-                _("%(key)s: %(count)s models allowed: %(models)s")
-                % {"key": key.name, "count": len(models), "models": ", ".join(models)},
-                messages.SUCCESS,
-            )
+            changes = [_("%(count)s chat models listed: %(models)s")
+                       % {"count": len(listing.models), "models": ", ".join(listing.models)}]
+            if listing.added:
+                changes.append(_("new: %(models)s") % {"models": ", ".join(listing.added)})
+            if listing.removed:
+                changes.append(_("gone: %(models)s") % {"models": ", ".join(listing.removed)})
+            if listing.kept:
+                changes.append(_("no longer listed, kept with your settings: %(models)s")
+                               % {"models": ", ".join(listing.kept)})
+            self.message_user(request, f"{key.name}: " + "; ".join(map(str, changes)),
+                              messages.SUCCESS)
 
     @admin.action(description=_("Deactivate"))
     def deactivate(self, request, queryset) -> None:
@@ -141,6 +149,12 @@ class KeyGrantInline(GuardedFieldsMixin, admin.TabularInline):
     verbose_name = _("API key granted to this team")
     verbose_name_plural = _("API keys granted to this team")
     autocomplete_fields = ["apikey"]
+    fields = ["apikey", "models"]
+    readonly_fields = ["models"]
+
+    @admin.display(description=_("models (narrowed under Admin → Models)"))
+    def models(self, grant) -> str:
+        return admin_catalog.grant_models(grant)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("apikey", "group")  # their names
@@ -258,7 +272,7 @@ class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
 
 @admin.register(UserLimit)
 class UserLimitAdmin(GuardedAdminMixin, admin.ModelAdmin):
-    list_display = ["user", "monthly_token_budget", "requests_per_minute"]
+    list_display = ["user", "monthly_token_budget", "monthly_cost_budget", "requests_per_minute"]
     list_select_related = ["user"]
     search_fields = ["user__username"]
     autocomplete_fields = ["user"]
@@ -266,7 +280,8 @@ class UserLimitAdmin(GuardedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Team)
 class TeamAdmin(GuardedAdminMixin, admin.ModelAdmin):
-    list_display = ["group", "default_key", "default_model", "monthly_token_budget"]
+    list_display = ["group", "default_key", "default_model", "monthly_token_budget",
+                    "monthly_cost_budget"]
     list_select_related = ["group", "default_key"]
     search_fields = ["group__name"]
     autocomplete_fields = ["group", "default_key"]
@@ -288,11 +303,22 @@ class ReadOnlyAdmin(GuardedAdminMixin, admin.ModelAdmin):
 class UsageDailyAdmin(ReadOnlyAdmin):
     list_display = ["day", "user", "team", "api_key", "organization", "project", "model",
                     "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-                    "estimated_tokens"]
+                    "estimated_tokens", "cached_tokens", "reasoning_tokens", "cost",
+                    "uncosted_requests"]
     list_select_related = ["user", "team", "api_key"]
     list_filter = ["day", "team", "api_key", "organization", "project", "model"]
     search_fields = ["user__username", "model"]
     date_hierarchy = "day"
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnlyAdmin):
+    """Budgets that crossed the alert threshold, once per month and kind (conversations/alerts)."""
+
+    list_display = ["month", "team", "user", "kind", "percent", "limit", "used", "created_at"]
+    list_select_related = ["team", "user"]
+    list_filter = ["month", "kind", "team"]
+    search_fields = ["team__name", "user__username"]
 
 
 @admin.register(AuditEvent)
@@ -354,7 +380,7 @@ class MessageAdmin(ReadOnlyAdmin):
     """Failed replies name the key and the upstream status, so an admin can tell what broke."""
 
     list_display = ["id", "conversation", "role", "status", "model", "api_key", "team",
-                    "error_status", "error_type", "error_code", "total_tokens",
+                    "error_status", "error_type", "error_code", "total_tokens", "cost",
                     "usage_estimated", "created_at"]
     list_select_related = ["conversation", "api_key", "team"]
     list_filter = ["status", "role", "error_type", "api_key", "model", "usage_estimated"]
@@ -383,6 +409,7 @@ class PresetAdmin(GuardedAdminMixin, admin.ModelAdmin):
     filter_horizontal = ["teams"]
     fieldsets = [
         (None, {"fields": ["name", "api_key", "model"]}),
-        (_("Chat settings"), {"fields": ["instructions", "temperature", "max_output_tokens"]}),
+        (_("Chat settings"), {"fields": ["instructions", "temperature", "max_output_tokens",
+                                         "reasoning_effort"]}),
         (_("Who may use it"), {"fields": ["everyone", "teams", "owner"]}),
     ]

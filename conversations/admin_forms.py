@@ -113,7 +113,7 @@ class TeamSettingsForm(forms.ModelForm):
     class Meta:
         model = Team
         fields = ["group", "default_key", "default_model", "default_preset",
-                  "monthly_token_budget"]
+                  "monthly_token_budget", "monthly_cost_budget"]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -7,7 +7,9 @@ class ConversationsConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
-        from . import audit, relations
+        from . import alerts, audit, relations
+        from .replies import reply_accounted
 
         audit.connect()
         relations.name_relations()
+        reply_accounted.connect(alerts.on_reply_accounted, dispatch_uid="budget-alerts")

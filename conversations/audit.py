@@ -12,13 +12,13 @@ import contextvars
 from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
-from .models import ApiKey, AuditEvent, Team, UserLimit
+from .models import ApiKey, AuditEvent, CatalogModel, Team, UserLimit
 
 _actor: contextvars.ContextVar = contextvars.ContextVar("chatsite_audit_actor", default=None)
 
 # Fields of a key whose changes are recorded; the secret is recorded as "replaced", never shown.
-KEY_FIELDS = ("name", "base_url", "organization", "project", "default_model", "allowed_models",
-              "is_active", "everyone")
+KEY_FIELDS = ("name", "base_url", "organization", "project", "default_model", "is_active",
+              "everyone")
 
 
 def actor_middleware(get_response):
@@ -116,11 +116,13 @@ def _membership_changed(sender, instance, action: str, reverse: bool, model, pk_
 
 def _limit_saved(sender, instance, created: bool, **kwargs) -> None:
     if isinstance(instance, Team):
-        details = (f"monthly budget {instance.monthly_token_budget}; default key "
-                   f"{instance.default_key}; default model {instance.default_model!r}")
+        details = (f"monthly budget {instance.monthly_token_budget}; monthly cost budget "
+                   f"{instance.monthly_cost_budget}; default key {instance.default_key}; "
+                   f"default model {instance.default_model!r}")
         record("team settings changed", f"team {instance.group.name!r}", details)
     else:
-        details = (f"monthly budget {instance.monthly_token_budget}; messages per minute "
+        details = (f"monthly budget {instance.monthly_token_budget}; monthly cost budget "
+                   f"{instance.monthly_cost_budget}; messages per minute "
                    f"{instance.requests_per_minute}")
         record("user limits changed", f"user {instance.user.get_username()!r}", details)
 
@@ -130,7 +132,35 @@ def _limit_deleted(sender, instance, **kwargs) -> None:
     record("limits removed", str(owner))
 
 
+def _catalog_saved(sender, instance: CatalogModel, created: bool, **kwargs) -> None:
+    """A model of a key's catalog changed (its page, or the list's "offered" and name)."""
+    settings = [f"offered {instance.offered}"] + [
+        f"{name} {getattr(instance, name)!r}" for name in CatalogModel.SETTINGS
+        if getattr(instance, name) not in (None, "")]
+    record("model catalog changed", f"API key {instance.api_key.name!r}, model "
+           f"{instance.model!r}", "; ".join(settings))
+
+
+def _catalog_teams_changed(sender, instance, action: str, reverse: bool, model, pk_set,
+                           **kwargs) -> None:
+    """Teams' grants of a key narrowed to a model, or widened again."""
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    rows = [instance] if not reverse else list(
+        CatalogModel.objects.filter(pk__in=pk_set or ()).select_related("api_key"))
+    teams = ([str(instance)] if reverse else
+             sorted(str(team) for team in model.objects.filter(pk__in=pk_set or ())))
+    verb = {"post_add": "narrowed to", "post_remove": "no longer narrowed to",
+            "post_clear": "no longer narrowed to"}[action]
+    for row in rows:
+        record(f"grants {verb} a model", f"API key {row.api_key.name!r}, model {row.model!r}",
+               "teams: " + (", ".join(teams) or "all"))
+
+
 def connect() -> None:
+    post_save.connect(_catalog_saved, sender=CatalogModel, dispatch_uid="audit-catalog")
+    m2m_changed.connect(_catalog_teams_changed, sender=CatalogModel.teams.through,
+                        dispatch_uid="audit-catalog-teams")
     pre_save.connect(_remember_key, sender=ApiKey, dispatch_uid="audit-key-before")
     post_save.connect(_key_saved, sender=ApiKey, dispatch_uid="audit-key-saved")
     post_delete.connect(_key_deleted, sender=ApiKey, dispatch_uid="audit-key-deleted")

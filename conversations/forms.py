@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
 from . import crypto
-from .models import ApiKey
+from .models import ApiKey, ReasoningEffort
 from .selectors import ModelGroup
 
 # The largest number a database integer column holds. A larger id names no row, and SQLite cannot
@@ -27,6 +27,24 @@ def is_id(value: object) -> bool:
         return False
 
 
+class ModelSelect(forms.Select):
+    """The model select, each option saying what the catalog says of its model: a reasoning
+    model (``data-reasoning``), one that takes no temperature (``data-no-temperature``). The
+    composer shows the settings that apply to the model chosen (``chat.js``)."""
+
+    specs: dict = {}
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        spec = self.specs.get(str(value))
+        if spec is not None:
+            if spec.reasoning:
+                option["attrs"]["data-reasoning"] = ""
+            if not spec.accepts_temperature:
+                option["attrs"]["data-no-temperature"] = ""
+        return option
+
+
 class MessageForm(forms.Form):
     content = forms.CharField(
         label=_("Message"), max_length=100_000,
@@ -34,7 +52,7 @@ class MessageForm(forms.Form):
                                      "autofocus": True}),
         error_messages={"required": _("Write a message first.")},
     )
-    model = forms.ChoiceField(label=_("Model"))
+    model = forms.ChoiceField(label=_("Model"), widget=ModelSelect)
     # Chat settings: they apply from this message on.
     instructions = forms.CharField(
         label=_("Instructions"), required=False, max_length=20_000,
@@ -49,6 +67,12 @@ class MessageForm(forms.Form):
     max_length = forms.IntegerField(
         label=_("Maximum length"), required=False, min_value=1,
         help_text=_("The longest reply, in tokens. Empty: the model's default."),
+    )
+    reasoning_effort = forms.ChoiceField(
+        label=_("Reasoning effort"), required=False,
+        choices=[("", _("The model's default")), *ReasoningEffort.choices],
+        help_text=_("How long a reasoning model thinks before it answers; other models ignore "
+                    "it."),
     )
 
     preset = forms.TypedChoiceField(label=_("Preset"), required=False, coerce=int,
@@ -72,10 +96,14 @@ class MessageForm(forms.Form):
         self.fields["max_length"].widget.attrs["max"] = settings.CHATSITE_MAX_OUTPUT_TOKENS
         self.groups = groups
         choices = [
-            (group.key.name, [(f"{group.key.pk}:{m}", m) for m in group.models])
+            (group.key.name, [(f"{group.key.pk}:{m}", group.label(m)) for m in group.models])
             for group in groups
         ]
         self.fields["model"].choices = choices if len(groups) > 1 else (choices[0][1] if choices else [])
+        self.fields["model"].widget.specs = {
+            f"{group.key.pk}:{model}": spec for group in groups
+            for model, spec in group.specs.items()
+        }
         self.fields["model"].error_messages["invalid_choice"] = _(
             "That model is not available. Pick one from the list."
         )
@@ -89,11 +117,12 @@ class MessageForm(forms.Form):
         preset = cleaned.get("preset")
         if preset is not None and not any(
             cleaned.get(name) not in (None, "") for name in ("instructions", "temperature",
-                                                             "max_length")
+                                                             "max_length", "reasoning_effort")
         ):
             # Nothing typed (no script filled the fields in): the preset's settings apply.
             cleaned.update(instructions=preset.instructions, temperature=preset.temperature,
-                           max_length=preset.max_output_tokens)
+                           max_length=preset.max_output_tokens,
+                           reasoning_effort=preset.reasoning_effort)
         return cleaned
 
     def clean_model(self) -> tuple[ApiKey, str]:
@@ -167,25 +196,10 @@ class ApiKeyAdminForm(forms.ModelForm):
         help_text=ApiKey._meta.get_field("base_url").help_text,
     )
 
-    allowed_models = forms.CharField(
-        label=_("Allowed models"), required=False,
-        widget=forms.Textarea(attrs={"rows": 4}),
-        help_text=ApiKey._meta.get_field("allowed_models").help_text + " " + _("One per line."),
-    )
-
     class Meta:
         model = ApiKey
         fields = ["name", "secret", "base_url", "organization", "project", "default_model",
-                  "allowed_models", "is_active", "everyone", "teams", "users"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.initial["allowed_models"] = "\n".join(self.instance.allowed_models or [])
-
-    def clean_allowed_models(self) -> list[str]:
-        lines = self.cleaned_data.get("allowed_models") or ""
-        return list(dict.fromkeys(line.strip() for line in lines.splitlines() if line.strip()))
+                  "is_active", "everyone", "teams", "users"]
 
     def clean_base_url(self) -> str:
         url = self.cleaned_data["base_url"].strip().rstrip("/")

@@ -45,7 +45,7 @@ def _cache():
 
 
 _SHOWN = ("role", "status", "superseded", "finish_reason", "error_message", "model",
-          "html_version", "created_at", "content", "content_html")
+          "html_version", "created_at", "content", "content_html", "context_omitted")
 _shown_in_row = operator.itemgetter(*(MessageRow.INDEX[name] for name in _SHOWN))
 
 

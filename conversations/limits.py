@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.utils import formats
 from django.utils.translation import gettext as _
 
 from . import usage
-from .models import Team, UserLimit
+from .models import BudgetAlert, Team, UserLimit
 
 
 class LimitReached(ValidationError):
@@ -48,6 +50,14 @@ def monthly_budget(user, limit=_NO_LIMIT) -> int | None:
     return settings.CHATSITE_DEFAULT_MONTHLY_TOKENS
 
 
+def monthly_cost_budget(user, limit=_NO_LIMIT) -> Decimal | None:
+    if limit is _NO_LIMIT:
+        limit = _user_limit(user)
+    if limit is not None and limit.monthly_cost_budget is not None:
+        return limit.monthly_cost_budget
+    return settings.CHATSITE_DEFAULT_MONTHLY_COST
+
+
 def requests_per_minute(user, limit=_NO_LIMIT) -> int | None:
     if limit is _NO_LIMIT:
         limit = _user_limit(user)
@@ -57,29 +67,13 @@ def requests_per_minute(user, limit=_NO_LIMIT) -> int | None:
 
 
 def check_budgets(*, user, team, limit=_NO_LIMIT) -> None:
-    """Raise ``LimitReached`` if the user or their team has used its monthly budget."""
-    resets = formats.date_format(usage.next_month_start(), "DATE_FORMAT")
-    budget = monthly_budget(user, limit)
-    if budget is not None and usage.tokens_this_month(user=user) >= budget:
-        raise LimitReached(
-            _("You have used your monthly budget of %(budget)s tokens. It resets on "
-              "%(date)s; an administrator can raise it sooner.")
-            % {"budget": formats.number_format(budget, force_grouping=True), "date": resets},
-            code="user_budget",
-        )
-    if team is None:
-        return
-    team_budget = Team.objects.filter(group=team).values_list(
-        "monthly_token_budget", flat=True
-    ).first()
-    if team_budget is not None and usage.tokens_this_month(team=team) >= team_budget:
-        raise LimitReached(
-            _("Your team %(team)s has used its monthly budget of %(budget)s tokens. It resets "
-              "on %(date)s; an administrator can raise it sooner.")
-            % {"team": team.name, "budget": formats.number_format(team_budget, force_grouping=True),
-               "date": resets},
-            code="team_budget",
-        )
+    """Raise ``LimitReached`` if the user or their team has used a monthly budget, in tokens or
+    in money."""
+    if limit is _NO_LIMIT:
+        limit = _user_limit(user)
+    for budget in budgets(user=user, team=team, limit=limit):
+        if not budget.left:
+            raise LimitReached(budget.used_up_message(), code=budget.code)
 
 
 def _now() -> float:
@@ -122,34 +116,96 @@ def check(*, user, team) -> None:
 
 @dataclass(frozen=True)
 class Budget:
-    """One monthly budget that applies to a member: their own, or one of their teams'."""
+    """One monthly budget that applies to a member: their own, or one of their teams', in
+    tokens or in the site's currency."""
 
     team: object | None  # the team (a Group), or None for the member's own budget
-    limit: int
-    used: int
+    limit: int | Decimal
+    used: int | Decimal
+    kind: str = BudgetAlert.Kind.TOKENS
 
     @property
-    def left(self) -> int:
+    def left(self) -> int | Decimal:
         return max(0, self.limit - self.used)
 
+    @property
+    def percent_used(self) -> int:
+        if not self.limit:
+            return 100
+        return min(100, int(self.used * 100 / self.limit))
 
-def budgets(*, user, used: int | None = None) -> list[Budget]:
-    """Return the monthly budgets that apply to ``user``: their own and their teams' (``used``:
-    the member's tokens this month, if the caller has them). A fixed number of queries."""
+    @property
+    def in_money(self) -> bool:
+        return self.kind == BudgetAlert.Kind.COST
+
+    @property
+    def code(self) -> str:
+        return f"{'team' if self.team else 'user'}_{'cost_' if self.in_money else ''}budget"
+
+    def amount(self, value) -> str:
+        """``value`` as this budget counts: "12.50 USD" or "12,000 tokens"."""
+        if self.in_money:
+            return usage.money(value)
+        return _("%(tokens)s tokens") % {
+            "tokens": formats.number_format(value, force_grouping=True)}
+
+    @property
+    def shown(self) -> dict[str, str]:
+        """Limit, use and what is left as a page shows them: amounts of money each with their
+        currency; token counts bare, but for the limit ("250 of 1,000 tokens: 750 left")."""
+        if self.in_money:
+            return {"limit": self.amount(self.limit), "used": self.amount(self.used),
+                    "left": self.amount(self.left)}
+        return {"limit": self.amount(self.limit),
+                "used": formats.number_format(self.used, force_grouping=True),
+                "left": formats.number_format(self.left, force_grouping=True)}
+
+    def used_up_message(self) -> str:
+        resets = formats.date_format(usage.next_month_start(), "DATE_FORMAT")
+        if self.team is None:
+            return _("You have used your monthly budget of %(budget)s. It resets on %(date)s; "
+                     "an administrator can raise it sooner.") % {
+                "budget": self.amount(self.limit), "date": resets}
+        return _("Your team %(team)s has used its monthly budget of %(budget)s. It resets on "
+                 "%(date)s; an administrator can raise it sooner.") % {
+            "team": self.team.name, "budget": self.amount(self.limit), "date": resets}
+
+
+def budgets(*, user, team=_NO_LIMIT, limit=_NO_LIMIT, spent: usage.Spent | None = None
+            ) -> list[Budget]:
+    """Return the monthly budgets that apply to ``user``, in tokens and in money: their own and
+    their teams' (only ``team``'s when one is given: the team the message is charged to).
+    ``spent``: the member's use this month, if the caller has it. A fixed number of queries."""
     found = []
-    own = monthly_budget(user)
-    if own is not None:
-        found.append(Budget(None, own, usage.tokens_this_month(user=user) if used is None
-                            else used))
-    teams = list(Team.objects.filter(group__user=user, monthly_token_budget__isnull=False)
-                 .select_related("group").order_by("group__name"))
+    if limit is _NO_LIMIT:
+        limit = _user_limit(user)
+    own_tokens, own_cost = monthly_budget(user, limit), monthly_cost_budget(user, limit)
+    if own_tokens is not None or own_cost is not None:
+        mine = spent if spent is not None else usage.spent_this_month(user=user)
+        if own_tokens is not None:
+            found.append(Budget(None, own_tokens, mine.tokens))
+        if own_cost is not None:
+            found.append(Budget(None, own_cost, mine.cost, BudgetAlert.Kind.COST))
+    if team is None:
+        return found
+    teams = Team.objects.filter(
+        Q(monthly_token_budget__isnull=False) | Q(monthly_cost_budget__isnull=False)
+    ).select_related("group").order_by("group__name")
+    teams = list(teams.filter(group=team) if team is not _NO_LIMIT
+                 else teams.filter(group__user=user))
     if teams:
-        spent = usage.tokens_this_month_by_team([team.group_id for team in teams])
-        found += [Budget(team.group, team.monthly_token_budget, spent.get(team.group_id, 0))
-                  for team in teams]
+        team_spent = usage.spent_this_month_by_team([entry.group_id for entry in teams])
+        for entry in teams:
+            used = team_spent.get(entry.group_id, usage.Spent())
+            if entry.monthly_token_budget is not None:
+                found.append(Budget(entry.group, entry.monthly_token_budget, used.tokens))
+            if entry.monthly_cost_budget is not None:
+                found.append(Budget(entry.group, entry.monthly_cost_budget, used.cost,
+                                    BudgetAlert.Kind.COST))
     return found
 
 
-def binding_budget(*, user, used: int | None = None) -> Budget | None:
-    """Return the budget that stops ``user`` first (the least left), if any applies."""
-    return min(budgets(user=user, used=used), key=lambda budget: budget.left, default=None)
+def binding_budget(*, user, spent: usage.Spent | None = None) -> Budget | None:
+    """Return the budget that stops ``user`` first (the largest share used), if any applies."""
+    return max(budgets(user=user, spent=spent), key=lambda budget: budget.percent_used,
+               default=None)

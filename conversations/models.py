@@ -55,11 +55,6 @@ class ApiKey(models.Model):
         help_text=_("Any OpenAI-compatible API, up to and including /v1."),
     )
     default_model = models.CharField(_("default model"), max_length=200, blank=True)
-    allowed_models = models.JSONField(
-        _("allowed models"), default=list, blank=True,
-        help_text=_("Model ids members may use with this key; empty allows every chat model the "
-                    "key lists. The admin action “Refresh models” fills it from the key."),
-    )
     is_active = models.BooleanField(_("active"), default=True)
     everyone = models.BooleanField(
         _("available to everyone"), default=False,
@@ -78,7 +73,8 @@ class ApiKey(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The provider's model list, fetched outside any request (pages never wait on it): the
-    # chat models it listed, and when; None while it has never answered.
+    # chat models it listed, and when; None while it has never answered. What each one is, and
+    # whether members are offered it, is in the key's catalog (``CatalogModel``).
     listed_models = models.JSONField(null=True, blank=True, editable=False)
     models_listed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -94,6 +90,103 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class CatalogModel(models.Model):
+    """One model of a key's catalog: whether members are offered it, and what the admin says of
+    it where the defaults (``model_defaults.py``) do not fit. An empty field uses the default;
+    ``catalog.spec_for`` merges the two.
+
+    A row exists for every model the key's provider lists (``catalog.refresh`` adds and removes
+    them); one that is no longer listed is kept while it holds the admin's settings, and offered
+    to nobody until the provider lists it again.
+    """
+
+    class LengthParameter(models.TextChoices):
+        MAX_TOKENS = "max_tokens", "max_tokens"
+        MAX_COMPLETION_TOKENS = "max_completion_tokens", "max_completion_tokens"
+
+    class SystemRole(models.TextChoices):
+        SYSTEM = "system", "system"
+        DEVELOPER = "developer", "developer"
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="catalog",
+                                verbose_name=_("API key"))
+    model = models.CharField(_("model id"), max_length=200)
+    offered = models.BooleanField(
+        _("offered"), default=True,
+        help_text=_("Members granted the key may pick it."),
+    )
+    display_name = models.CharField(_("display name"), max_length=200, blank=True,
+                                    help_text=_("Shown to members; empty for the model id."))
+    context_window = models.PositiveIntegerField(
+        _("context window"), null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text=_("Tokens of prompt and reply together; longer conversations leave out their "
+                    "earliest messages."))
+    max_output_tokens = models.PositiveIntegerField(
+        _("output limit"), null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text=_("The longest reply, in tokens; kept free in the context window."))
+    vision = models.BooleanField(_("image input"), null=True, blank=True)
+    reasoning = models.BooleanField(
+        _("reasoning"), null=True, blank=True,
+        help_text=_("Thinks before it answers: members may choose a reasoning effort, and the "
+                    "page says it is thinking."))
+    accepts_temperature = models.BooleanField(_("accepts temperature"), null=True, blank=True)
+    length_parameter = models.CharField(_("length parameter"), max_length=24, blank=True,
+                                        choices=LengthParameter.choices)
+    system_role = models.CharField(_("role of the instructions"), max_length=16, blank=True,
+                                   choices=SystemRole.choices)
+    input_price = models.DecimalField(
+        _("input price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("Per million input tokens, in the site's currency."))
+    cached_input_price = models.DecimalField(
+        _("cached input price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("Per million input tokens served from the provider's prompt cache."))
+    output_price = models.DecimalField(
+        _("output price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("Per million output tokens (reasoning tokens included)."))
+    first_token_timeout = models.PositiveIntegerField(
+        _("first-text deadline"), null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text=_("Seconds to wait for the first text of a reply (a reasoning model thinks "
+                    "first)."))
+    accepts_safety_identifier = models.BooleanField(_("accepts safety_identifier"), null=True,
+                                                    blank=True)
+    accepts_prompt_cache_key = models.BooleanField(_("accepts prompt_cache_key"), null=True,
+                                                   blank=True)
+    teams = models.ManyToManyField(
+        Group, blank=True, related_name="catalog_models", verbose_name=_("only for teams"),
+        help_text=_("Narrows teams' grants of this key: a team named on any of the key's models "
+                    "may use only the models that name it. Teams named nowhere, and members "
+                    "granted the key themselves or as everyone, use every offered model."),
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # The fields an admin sets; empty ones use the defaults.
+    SETTINGS = ("display_name", "context_window", "max_output_tokens", "vision", "reasoning",
+                "accepts_temperature", "length_parameter", "system_role", "input_price",
+                "cached_input_price", "output_price", "first_token_timeout",
+                "accepts_safety_identifier", "accepts_prompt_cache_key")
+
+    class Meta:
+        ordering = ["api_key", "model"]
+        verbose_name = _("model")
+        verbose_name_plural = _("models")
+        constraints = [models.UniqueConstraint(fields=["api_key", "model"],
+                                               name="catalog_one_row_per_key_and_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.api_key})" if self.api_key_id else self.model
+
+
+class ReasoningEffort(models.TextChoices):
+    """How hard a reasoning model thinks (``reasoning_effort``); empty: the model's default."""
+
+    LOW = "low", _("Low")
+    MEDIUM = "medium", _("Medium")
+    HIGH = "high", _("High")
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -117,6 +210,8 @@ class Conversation(models.Model):
     max_output_tokens = models.PositiveIntegerField(
         _("maximum length"), null=True, blank=True, validators=[MinValueValidator(1)],
     )
+    reasoning_effort = models.CharField(_("reasoning effort"), max_length=8, blank=True,
+                                        choices=ReasoningEffort.choices)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -173,12 +268,28 @@ class Message(models.Model):
     usage_estimated = models.BooleanField(
         default=False, help_text=_("The upstream sent no usage; the token counts are estimated.")
     )
+    # Parts of the figures above, as the usage chunk details them (null: not reported).
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    audio_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # What the reply cost, at the prices of its model when it finished, kept with it so that a
+    # later price change does not rewrite history (null: the model had no price).
+    cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
+    cost_currency = models.CharField(max_length=3, blank=True)
+    price_input = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    price_cached_input = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    price_output = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     model = models.CharField(max_length=200, blank=True)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
     # The team whose grant the member used, charged with the reply's usage.
     team = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True)
     # A retried reply stays stored but is no longer sent upstream as context.
     superseded = models.BooleanField(default=False)
+    # How many of the earliest messages were left out of this reply's context, so that the
+    # conversation fit the model's context window (the page says so).
+    context_omitted = models.PositiveIntegerField(default=0, editable=False)
     cancel_requested = models.BooleanField(default=False)
     # A finished reply's HTML, rendered once when it finished (``rendering.VERSION`` says with
     # which rules; an older one is rendered again when shown).
@@ -254,6 +365,8 @@ class Preset(models.Model):
     max_output_tokens = models.PositiveIntegerField(
         _("maximum length"), null=True, blank=True, validators=[MinValueValidator(1)],
     )
+    reasoning_effort = models.CharField(_("reasoning effort"), max_length=8, blank=True,
+                                        choices=ReasoningEffort.choices)
     everyone = models.BooleanField(_("available to everyone"), default=False)
     teams = models.ManyToManyField(Group, blank=True, related_name="presets",
                                    verbose_name=_("teams"))
@@ -284,6 +397,12 @@ class Team(models.Model):
         _("monthly token budget"), null=True, blank=True,
         help_text=_("Tokens the whole team may use per calendar month; empty for no limit."),
     )
+    monthly_cost_budget = models.DecimalField(
+        _("monthly cost budget"), max_digits=14, decimal_places=2, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("What the whole team may spend per calendar month, in the site's currency; "
+                    "empty for no limit."),
+    )
     default_preset = models.ForeignKey(
         Preset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
         verbose_name=_("default preset"),
@@ -308,6 +427,12 @@ class UserLimit(models.Model):
     monthly_token_budget = models.PositiveBigIntegerField(
         _("monthly token budget"), null=True, blank=True,
         help_text=_("Tokens this user may use per calendar month; empty for no limit."),
+    )
+    monthly_cost_budget = models.DecimalField(
+        _("monthly cost budget"), max_digits=14, decimal_places=2, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("What this user may spend per calendar month, in the site's currency; "
+                    "empty for no limit."),
     )
     requests_per_minute = models.PositiveIntegerField(
         _("messages per minute"), null=True, blank=True, validators=[MinValueValidator(1)],
@@ -341,6 +466,18 @@ class UsageDaily(models.Model):
     estimated_tokens = models.PositiveBigIntegerField(
         default=0, help_text=_("Part of the total estimated because the upstream sent no usage.")
     )
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    audio_tokens = models.PositiveBigIntegerField(default=0)
+    # In the site's currency, of the replies whose model had a price; the others are counted in
+    # ``uncosted_requests`` (rows kept from before costs were recorded count all their requests
+    # there: their cost is unknown, not zero).
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    estimated_cost = models.DecimalField(
+        max_digits=20, decimal_places=8, default=0,
+        help_text=_("Part of the cost computed from estimated tokens."),
+    )
+    uncosted_requests = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name = _("daily usage")
@@ -410,3 +547,46 @@ class Preference(models.Model):
     def __str__(self) -> str:
         # Once deleted (the admin names it then), Django has cleared the key: the kind.
         return str(self.user) if self.user_id is not None else str(_("preference"))
+
+
+class BudgetAlert(models.Model):
+    """A budget that crossed the alert threshold in one month: recorded once, so the member, the
+    admins and their mailboxes hear of it once per period."""
+
+    class Kind(models.TextChoices):
+        TOKENS = "tokens", _("tokens")
+        COST = "cost", _("cost")
+
+    month = models.DateField(help_text=_("The first day of the month the alert is for."))
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+        related_name="+",
+    )
+    team = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="+")
+    percent = models.PositiveSmallIntegerField(help_text=_("How much was used when it fired."))
+    limit = models.DecimalField(max_digits=20, decimal_places=2)
+    used = models.DecimalField(max_digits=20, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("budget alert")
+        verbose_name_plural = _("budget alerts")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "kind", "month"],
+                                    condition=models.Q(team__isnull=True),
+                                    name="budget_alert_once_per_user_month"),
+            models.UniqueConstraint(fields=["team", "kind", "month"],
+                                    condition=models.Q(team__isnull=False),
+                                    name="budget_alert_once_per_team_month"),
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=True) ^ models.Q(team__isnull=True),
+                name="budget_alert_user_or_team",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        whose = self.team.name if self.team_id else str(self.user)
+        return f"{whose}: {self.percent}% of the {self.get_kind_display()} budget ({self.month:%Y-%m})"

@@ -28,6 +28,8 @@ NAMES = {
                                    _("API keys granted to users")),
     "conversations.Preset.teams": (ARROW, _("preset granted to a team"),
                                    _("presets granted to teams")),
+    "conversations.CatalogModel.teams": (ARROW, _("model a team's grant is narrowed to"),
+                                         _("models teams' grants are narrowed to")),
     f"{settings.AUTH_USER_MODEL}.groups": (_("%(source)s in %(target)s"), _("team membership"),
                                            _("team memberships")),
     f"{settings.AUTH_USER_MODEL}.user_permissions": (

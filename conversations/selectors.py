@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db.models import Exists, OuterRef, Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import ApiKey, Conversation, Message, Preference, Preset, Team
+from . import catalog
+from .models import ApiKey, CatalogModel, Conversation, Message, Preference, Preset, Team
 from .replies.leases import INTERRUPTED_MESSAGE
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ModelGroup:
+    """The models of one key a member may pick, with what the catalog says of each."""
+
     key: ApiKey
     models: list[str]
     listed: bool  # False: the upstream's list could not be fetched; these are fallbacks
+    specs: dict[str, catalog.ModelSpec] = field(default_factory=dict)
+
+    def label(self, model: str) -> str:
+        spec = self.specs.get(model)
+        return spec.display_name if spec is not None else model
+
+    def narrowed(self, allowed: set[str]) -> ModelGroup:
+        """Return this group with only the models in ``allowed``."""
+        return replace(self, models=[m for m in self.models if m in allowed],
+                       specs={m: s for m, s in self.specs.items() if m in allowed})
 
 
 def conversation_list(*, user) -> list[Conversation]:
@@ -59,7 +75,7 @@ def _mark_offers_retry(messages) -> None:
 
 _ROW_FIELDS = ("id", "conversation_id", "role", "status", "superseded", "finish_reason",
                "error_type", "error_message", "model", "html_version", "created_at", "content",
-               "content_html", "lease_expires_at")
+               "content_html", "lease_expires_at", "api_key_id", "context_omitted")
 
 
 @dataclass
@@ -155,79 +171,105 @@ def as_shown(message: Message) -> Message:
     return message
 
 
-def context_for(message: Message) -> list[dict]:
-    """Return the chat messages sent upstream to generate ``message``."""
-    conversation = message.conversation
-    earlier = (
-        Message.objects.for_conversation(conversation)
+def history_for(message: Message) -> list[tuple[str, str]]:
+    """Return the (role, content) of the current messages before ``message``, oldest first:
+    what the model is shown of the conversation (``payload.py`` shapes it)."""
+    return list(
+        Message.objects.for_conversation(message.conversation)
         .filter(id__lt=message.id, superseded=False)
         .exclude(role=Message.Role.ASSISTANT, content="")
         .values_list("role", "content")
     )
-    context = []
-    if conversation.system_prompt:
-        context.append({"role": "system", "content": conversation.system_prompt})
-    context.extend({"role": role, "content": content} for role, content in earlier)
-    return context
 
 
-def parameters_for(conversation: Conversation) -> dict:
-    """Return the request parameters the conversation's settings add (temperature, length)."""
-    parameters: dict = {}
-    if conversation.temperature is not None:
-        parameters["temperature"] = float(conversation.temperature)
-    if conversation.max_output_tokens:
-        parameters["max_tokens"] = conversation.max_output_tokens
-    return parameters
-
-
-def models_for_key(key: ApiKey) -> ModelGroup:
-    """Return the chat models ``key`` offers (its allow-list, if set), from the catalog in the
-    database: no network. A key whose list was never fetched offers its default model and the
+def models_for_key(key: ApiKey, rows: list[CatalogModel] | None = None) -> ModelGroup:
+    """Return the chat models ``key`` offers, from its catalog in the database (``rows``, or a
+    query): no network. A key whose list was never fetched offers its default model and the
     fallbacks."""
-    models = key.listed_models
-    listed = bool(models)
-    if key.allowed_models:
-        allowed = list(key.allowed_models)
-        return ModelGroup(key=key, models=[m for m in models if m in allowed] if listed else allowed,
-                          listed=listed)
-    if not listed:
-        models = list(dict.fromkeys(
-            [m for m in [key.default_model] if m] + list(settings.CHATSITE_FALLBACK_MODELS)
-        ))
-    return ModelGroup(key=key, models=list(models), listed=listed)
+    offered = {model: spec for model, spec in catalog.specs_for(key, rows).items()
+               if spec.offered}
+    return ModelGroup(key=key, models=list(offered), listed=bool(key.listed_models),
+                      specs=offered)
 
 
 def model_groups(*, user) -> list[ModelGroup]:
-    """Return, per key the user may use, the models they may pick."""
-    groups = [models_for_key(key) for key in ApiKey.objects.usable_by(user)]
-    return [group for group in groups if group.models]
+    """Return, per key the user may use, the models they may pick: every offered model of a
+    key granted to everyone or to them (or any key, for a superuser), and of a key granted to
+    their teams the union of what each team's grant allows."""
+    keys = list(ApiKey.objects.usable_by(user).annotate(direct=Exists(
+        ApiKey.users.through.objects.filter(apikey=OuterRef("pk"), user=user))))
+    if not keys:
+        return []
+    rows = defaultdict(list)
+    for row in CatalogModel.objects.filter(api_key__in=keys):
+        rows[row.api_key_id].append(row)
+    through_teams = [key for key in keys
+                     if not (user.is_superuser or key.everyone or key.direct)]
+    allowed = _team_allowances(user, through_teams) if through_teams else {}
+    groups = []
+    for key in keys:
+        group = models_for_key(key, rows[key.pk])
+        if allowed.get(key.pk) is not None:
+            group = group.narrowed(allowed[key.pk])
+        if group.models:
+            groups.append(group)
+    return groups
+
+
+def _team_allowances(user, keys: list[ApiKey]) -> dict[int, set[str] | None]:
+    """Return, per key granted to the user's teams, the models their grants allow: None for
+    every offered model (a team whose grant is not narrowed), else the union of the models
+    that name one of those teams."""
+    grants = defaultdict(set)
+    for key_id, team_id in ApiKey.teams.through.objects.filter(
+            apikey__in=keys, group__user=user).values_list("apikey_id", "group_id"):
+        grants[key_id].add(team_id)
+    narrowing = defaultdict(lambda: defaultdict(set))
+    for key_id, team_id, model in CatalogModel.teams.through.objects.filter(
+            catalogmodel__api_key__in=keys, group__user=user).values_list(
+            "catalogmodel__api_key_id", "group_id", "catalogmodel__model"):
+        narrowing[key_id][team_id].add(model)
+    allowed: dict[int, set[str] | None] = {}
+    for key_id, teams in grants.items():
+        if any(team not in narrowing[key_id] for team in teams):
+            allowed[key_id] = None
+        else:
+            allowed[key_id] = set().union(*(narrowing[key_id][team] for team in teams))
+    return allowed
 
 
 @dataclass(frozen=True)
 class Grant:
     """Why a member may use a key: the team charged with the usage (the first, by name, of
-    their teams the key is granted to), or None if it is granted to everyone or to them."""
+    their teams whose grant of the key allows the model), or None if it is granted to everyone
+    or to them."""
 
     team: Group | None
 
 
 def grant_for(*, user, key: ApiKey | None, model: str) -> Grant | None:
     """Return how ``user`` may chat with ``model`` through ``key`` right now, or None if they
-    may not.
+    may not: the key must offer the model, and one of the member's grants allow it.
 
     The team is read first, and only while the key is active: a team found is a grant, so the
-    key's other grants (``usable_by``) are read only for a key without one. One query for a key
-    granted to a team, two otherwise -- not one with subqueries, which the ORM takes longer to
-    build than two plain ones.
+    key's other grants are read only for a key without one. One query for a key granted to a
+    team, two otherwise.
     """
-    if key is None or (key.allowed_models and model not in key.allowed_models):
+    if key is None or model not in catalog.offered_ids(key):
         return None
+    narrowed_away = CatalogModel.objects.filter(api_key=key, model=model, offered=False)
+    narrowing = CatalogModel.teams.through.objects.filter(catalogmodel__api_key=key,
+                                                          group=OuterRef("pk"))
     team = (Group.objects.filter(api_keys=key, api_keys__is_active=True, user=user)
+            .filter(~Exists(narrowing) | Exists(narrowing.filter(catalogmodel__model=model)))
+            .filter(~Exists(narrowed_away))
             .order_by("name").first())
-    if team is None and not ApiKey.objects.usable_by(user).filter(pk=key.pk).exists():
-        return None
-    return Grant(team=team)
+    if team is not None:
+        return Grant(team=team)
+    direct = ApiKey.objects.active().filter(pk=key.pk).filter(~Exists(narrowed_away))
+    if not user.is_superuser:
+        direct = direct.filter(Q(everyone=True) | Q(users=user))
+    return Grant(team=None) if direct.exists() else None
 
 
 def default_choice(*, user) -> tuple[int, str] | None:

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import audit, catalog, crypto, limits, replies, selectors, text
-from .models import ApiKey, Conversation, Message, Preference, Preset
+from .models import ApiKey, Conversation, Message, Preference, Preset, ReasoningEffort
 
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 100_000
@@ -148,6 +148,7 @@ class ChatSettings:
     instructions: str = ""
     temperature: Decimal | None = None
     max_output_tokens: int | None = None
+    reasoning_effort: str = ""  # sent to reasoning models only
 
 
 def message_send(
@@ -157,6 +158,8 @@ def message_send(
     """Store the member's message (in a new conversation if none) and start the reply; with
     ``settings``, the conversation takes them first."""
     content = _clean_content(content)
+    if settings is not None:
+        _check_effort(settings.reasoning_effort)
     if conversation is not None:
         _ensure_idle(conversation)  # a second message would cut the first reply off
     team = _reply_team(owner=owner, key=api_key, model=model)
@@ -169,6 +172,7 @@ def message_send(
             conversation.system_prompt = text.clean(settings.instructions.strip())
             conversation.temperature = settings.temperature
             conversation.max_output_tokens = settings.max_output_tokens
+            conversation.reasoning_effort = settings.reasoning_effort
         if not conversation.title:
             conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
         conversation.save()
@@ -176,6 +180,11 @@ def message_send(
             conversation=conversation, role=Message.Role.USER, content=content, model=model,
         )
         return question, _queue_reply(conversation=conversation, team=team)
+
+
+def _check_effort(effort: str) -> None:
+    if effort and effort not in ReasoningEffort.values:
+        raise ValidationError(_("Choose a reasoning effort from the list."), code="invalid")
 
 
 def _ensure_idle(conversation: Conversation) -> None:
@@ -245,8 +254,10 @@ def preset_save(*, owner, name: str, settings: ChatSettings, api_key: ApiKey | N
     name = text.clean(name.strip())[:100]
     if not name:
         raise ValidationError(_("Give the preset a name."))
+    _check_effort(settings.reasoning_effort)
     return Preset.objects.create(
         owner=owner, name=name, api_key=api_key, model=model,
         instructions=text.clean(settings.instructions.strip()),
         temperature=settings.temperature, max_output_tokens=settings.max_output_tokens,
+        reasoning_effort=settings.reasoning_effort,
     )

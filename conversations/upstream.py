@@ -87,6 +87,11 @@ class Usage:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    # Parts of the figures above (``prompt_tokens_details`` / ``completion_tokens_details``);
+    # None where the provider did not report them.
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
 
 
 Event = TextDelta | Finish | Usage
@@ -149,6 +154,8 @@ class UpstreamError(Exception):
             parts.append(str(self.status))
         if self.code:
             parts.append(self.code)
+        if self.param:
+            parts.append(f"param {self.param}")
         return f"{self.message} ({', '.join(parts)})"
 
 
@@ -178,9 +185,10 @@ def _error_fields(payload: object) -> tuple[str, str, str, str]:
 
 def classify(
     status: int | None, error_type: str, code: str, detail: str, retry_after: float | None = None,
-    param: str = "",
+    param: str = "", model: str = "",
 ) -> UpstreamError:
-    """Return the ``UpstreamError`` for an upstream status and OpenAI error type/code."""
+    """Return the ``UpstreamError`` for an upstream status and OpenAI error type/code (and the
+    model the request was for, which a refused parameter's message names)."""
     lowered = f"{error_type} {code}".lower()
 
     def error(kind: str, message: str) -> UpstreamError:
@@ -229,6 +237,13 @@ def classify(
             return error("content_filter", _(
                 "The AI provider's content filter rejected this request."
             ))
+        if param:
+            return error("parameter", _(
+                "The AI provider refused the parameter “%(param)s” for the model %(model)s: "
+                "%(detail)s An administrator can change what is sent to this model in its "
+                "entry of the model catalog."
+            ) % {"param": param, "model": model or _("of this chat"),
+                 "detail": mask_text(detail) or code or status})
         return error("bad_request", _("The AI provider rejected the request: %(detail)s") % {
             "detail": mask_text(detail) or status
         })
@@ -241,7 +256,7 @@ def classify(
     })
 
 
-def _from_response(response: requests.Response, scrub) -> UpstreamError:
+def _from_response(response: requests.Response, scrub, model: str = "") -> UpstreamError:
     """Return the error an HTTP error response stands for (its text scrubbed by the caller)."""
     content_type = response.headers.get("Content-Type", "")
     try:
@@ -264,7 +279,8 @@ def _from_response(response: requests.Response, scrub) -> UpstreamError:
             status=response.status_code, detail=detail, retry_after=_retry_after(response),
         )
     return classify(
-        response.status_code, error_type, code, detail, _retry_after(response), param=param
+        response.status_code, error_type, code, detail, _retry_after(response), param=param,
+        model=model,
     )
 
 
@@ -332,12 +348,12 @@ def _body(response: requests.Response) -> Iterator[bytes]:
         yield chunk
 
 
-def _timeouts() -> tuple[float, float]:
+def _timeouts(first_token: float) -> tuple[float, float]:
     # A byte-level backstop only: the deadlines (``ChatStream.check_deadlines``) are what ends
     # a reply that keep-alive comments hold open without text.
     return (
         settings.CHATSITE_CONNECT_TIMEOUT,
-        max(settings.CHATSITE_FIRST_TOKEN_TIMEOUT, settings.CHATSITE_IDLE_TIMEOUT),
+        max(first_token, settings.CHATSITE_IDLE_TIMEOUT),
     )
 
 
@@ -345,9 +361,9 @@ def _is_read_timeout(exc: Exception) -> bool:
     return isinstance(exc, requests.ReadTimeout) or "timed out" in str(exc).lower()
 
 
-def _deadline_error(kind: str, accepted: bool) -> UpstreamError:
+def _deadline_error(kind: str, accepted: bool, first_token: float) -> UpstreamError:
     if kind == "first_token":
-        seconds = settings.CHATSITE_FIRST_TOKEN_TIMEOUT
+        seconds = first_token
         message = _("The AI provider did not start the reply within %(seconds)s seconds, so it "
                     "was stopped. Retry, or pick another model.")
     else:
@@ -366,8 +382,9 @@ class ChatStream:
     ``close()`` may be called from another thread: it closes the HTTP connection, so a read
     blocked on a silent upstream ends at once and billing stops. ``check_deadlines()``, called
     from another thread every so often, hangs up on a provider that has not sent the first text
-    within ``CHATSITE_FIRST_TOKEN_TIMEOUT`` seconds of the request, or no text for
-    ``CHATSITE_IDLE_TIMEOUT`` seconds since — keep-alive comments do not count as text.
+    within ``first_token_timeout`` seconds of the request (the model's, from the catalog;
+    ``CHATSITE_FIRST_TOKEN_TIMEOUT`` without one), or no text for ``CHATSITE_IDLE_TIMEOUT``
+    seconds since — keep-alive comments do not count as text.
 
     Once the stream is over, its connection may serve the next request of this thread's session:
     from then on ``close()`` leaves it alone.
@@ -376,9 +393,11 @@ class ChatStream:
     @sensitive_variables()
     def __init__(
         self, credentials: Credentials, *, model: str, messages: list[dict],
-        extra: dict | None = None,
+        extra: dict | None = None, first_token_timeout: float | None = None,
     ) -> None:
         self.credentials = credentials
+        self.first_token_timeout = float(
+            first_token_timeout or settings.CHATSITE_FIRST_TOKEN_TIMEOUT)
         self.payload = {
             "model": model,
             "messages": messages,
@@ -425,6 +444,10 @@ class ChatStream:
     def closed(self) -> bool:
         return self._closed
 
+    def _deadline(self, kind: str) -> UpstreamError:
+        """The error of a deadline passed after the request was sent (it may be billed)."""
+        return _deadline_error(kind, accepted=True, first_token=self.first_token_timeout)
+
     @property
     def waiting_since(self) -> float | None:
         """When the request was sent, while no text has arrived yet (monotonic clock)."""
@@ -438,7 +461,7 @@ class ChatStream:
         now = time.monotonic() if now is None else now
         last_text_at = self._last_text_at
         if last_text_at is None:
-            if now - sent_at >= settings.CHATSITE_FIRST_TOKEN_TIMEOUT:
+            if now - sent_at >= self.first_token_timeout:
                 self._timed_out = "first_token"
         elif now - last_text_at >= settings.CHATSITE_IDLE_TIMEOUT:
             self._timed_out = "silence"
@@ -457,17 +480,17 @@ class ChatStream:
                 json=self.payload,
                 headers={**self.credentials.headers(), "Accept": "text/event-stream"},
                 stream=True,
-                timeout=_timeouts(),
+                timeout=_timeouts(self.first_token_timeout),
             )
         except requests.ReadTimeout:
             # No answer at all: it may have been accepted (and billed); not sent again.
-            raise _deadline_error("first_token", accepted=True) from None
+            raise self._deadline("first_token") from None
         except requests.RequestException as exc:
             if self._timed_out:
-                raise _deadline_error(self._timed_out, accepted=True) from None
+                raise self._deadline(self._timed_out) from None
             raise _connection_error(exc, during_stream=False) from None
         if response.status_code != 200:
-            error = _from_response(response, self.credentials.scrub)
+            error = _from_response(response, self.credentials.scrub, self.payload["model"])
             response.close()
             raise error
         content_type = response.headers.get("Content-Type", "")
@@ -497,7 +520,7 @@ class ChatStream:
         if self._closed:  # closed while connecting
             self._release()
             if self._timed_out:
-                raise _deadline_error(self._timed_out, accepted=True)
+                raise self._deadline(self._timed_out)
             return
         done = finished = False
         body = _body(self._response)
@@ -533,11 +556,11 @@ class ChatStream:
             ValueError,
         ) as exc:
             if self._timed_out:
-                raise _deadline_error(self._timed_out, accepted=True) from None
+                raise self._deadline(self._timed_out) from None
             if not self._closed and _is_read_timeout(exc):
                 # The byte-level backstop fired first: the same deadline, the same words.
                 kind = "first_token" if self._last_text_at is None else "silence"
-                raise _deadline_error(kind, accepted=True) from None
+                raise self._deadline(kind) from None
             if self._closed or finished:
                 # Hung up by us, or cut after the model said it had finished: nothing is lost.
                 return
@@ -547,7 +570,7 @@ class ChatStream:
                 _drain(self._response, body)
             self._release()
         if self._timed_out:
-            raise _deadline_error(self._timed_out, accepted=True)
+            raise self._deadline(self._timed_out)
         if not (done or finished or self._closed):
             raise UpstreamError(
                 "incomplete",
@@ -571,10 +594,19 @@ class ChatStream:
                 yield Finish(reason[:32])
         usage = chunk.get("usage")
         if isinstance(usage, dict):
+            prompt = usage.get("prompt_tokens_details")
+            prompt = prompt if isinstance(prompt, dict) else {}
+            completion = usage.get("completion_tokens_details")
+            completion = completion if isinstance(completion, dict) else {}
+            audio = [_count(part.get("audio_tokens")) for part in (prompt, completion)
+                     if "audio_tokens" in part]
             yield Usage(
                 prompt_tokens=_count(usage.get("prompt_tokens")),
                 completion_tokens=_count(usage.get("completion_tokens")),
                 total_tokens=_count(usage.get("total_tokens")),
+                cached_tokens=_count(prompt.get("cached_tokens")),
+                reasoning_tokens=_count(completion.get("reasoning_tokens")),
+                audio_tokens=(sum(audio) if audio and None not in audio else None),
             )
 
     @staticmethod

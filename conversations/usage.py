@@ -1,9 +1,14 @@
-"""Token usage: recorded once per finished reply, aggregated per day and dimension.
+"""Token usage and its cost: recorded once per finished reply, aggregated per day and dimension.
 
-Every reply adds its tokens to one ``UsageDaily`` row (day, user, team, key, OpenAI organization,
-OpenAI project, model), so usage pages and budget checks read a few aggregate rows instead of
-scanning messages. When the upstream sent no usage chunk, the figures are estimated from the text
-(about four bytes of UTF-8 a token) and counted as estimated.
+Every reply adds its tokens (with the cached, reasoning and audio parts the provider details)
+and its cost to one ``UsageDaily`` row (day, user, team, key, OpenAI organization, OpenAI
+project, model), so usage pages and budget checks read a few aggregate rows instead of scanning
+messages. When the upstream sent no usage chunk, the figures are estimated from the text (about
+four bytes of UTF-8 a token) and counted as estimated, in tokens and in cost.
+
+A reply's cost comes from its model's prices in the catalog when it finishes; the prices used are
+kept with the reply, so a later price change does not rewrite history. A model without a price
+costs nothing known: its replies are counted as "without a price", never as zero.
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from .models import ApiKey, Message, UsageDaily
 
@@ -42,6 +51,9 @@ class Tokens:
     completion: int
     total: int
     estimated: bool
+    cached: int = 0  # of ``prompt``, read from the provider's prompt cache
+    reasoning: int = 0  # of ``completion``, spent thinking
+    audio: int = 0
 
 
 def tokens_for(message: Message, prompt_estimate: int) -> Tokens:
@@ -51,20 +63,78 @@ def tokens_for(message: Message, prompt_estimate: int) -> Tokens:
             prompt=message.prompt_tokens or 0,
             completion=message.completion_tokens or 0,
             total=message.total_tokens,
-            estimated=False,
+            estimated=message.usage_estimated,  # set by ``charge`` when it estimated them
+            cached=min(message.cached_tokens or 0, message.prompt_tokens or 0),
+            reasoning=message.reasoning_tokens or 0,
+            audio=message.audio_tokens or 0,
         )
     completion = estimate_tokens(message.content)
     return Tokens(prompt_estimate, completion, prompt_estimate + completion, estimated=True)
 
 
-def record(message: Message, prompt_estimate: int) -> Tokens:
-    """Store the reply's token counts on it and add them to the day's aggregate."""
+PER_MILLION = Decimal(1_000_000)
+COST_PLACES = Decimal("0.00000001")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A model's prices per million tokens, in the site's currency."""
+
+    input: Decimal
+    cached_input: Decimal  # the input price where the model has no cached-input price
+    output: Decimal
+
+    @classmethod
+    def of(cls, spec) -> Prices | None:
+        """The prices of a catalog entry, or None where it lacks an input or output price."""
+        if spec is None or spec.input_price is None or spec.output_price is None:
+            return None
+        cached = spec.cached_input_price
+        return cls(Decimal(spec.input_price),
+                   Decimal(cached if cached is not None else spec.input_price),
+                   Decimal(spec.output_price))
+
+    def cost(self, tokens: Tokens) -> Decimal:
+        """What ``tokens`` cost: cached input at its own price, reasoning as output (it is part
+        of the completion tokens)."""
+        cached = min(tokens.cached, tokens.prompt)
+        spent = ((tokens.prompt - cached) * self.input + cached * self.cached_input
+                 + tokens.completion * self.output)
+        return (spent / PER_MILLION).quantize(COST_PLACES)
+
+
+def prices_for(message: Message) -> Prices | None:
+    """The prices of the reply's model now (from the catalog), or None without a price."""
+    if message.api_key_id is None or not message.model:
+        return None
+    from . import catalog
+
+    return Prices.of(catalog.spec_for(message.api_key_id, message.model))
+
+
+def charge(message: Message, prompt_estimate: int) -> dict:
+    """Return the fields that account a finished reply — its estimated tokens where the upstream
+    sent none, its cost and the prices it was costed at — and set them on ``message``, so that
+    the reply's final write stores them with the rest."""
     tokens = tokens_for(message, prompt_estimate)
+    fields = {}
     if tokens.estimated:
-        Message.objects.filter(pk=message.pk).update(
-            prompt_tokens=tokens.prompt, completion_tokens=tokens.completion,
-            total_tokens=tokens.total, usage_estimated=True,
-        )
+        fields.update(prompt_tokens=tokens.prompt, completion_tokens=tokens.completion,
+                      total_tokens=tokens.total, usage_estimated=True)
+    prices = prices_for(message)
+    if prices is not None:
+        fields.update(cost=prices.cost(tokens), cost_currency=settings.CHATSITE_CURRENCY,
+                      price_input=prices.input, price_cached_input=prices.cached_input,
+                      price_output=prices.output)
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return fields
+
+
+def record(message: Message, prompt_estimate: int = 0) -> Tokens:
+    """Add the reply's tokens and cost (``charge`` has set them on it) to the day's aggregate."""
+    tokens = tokens_for(message, prompt_estimate)
+    cost = message.cost
     key = message.api_key
     dimensions = {
         "day": timezone.localdate(message.finished_at or timezone.now()),
@@ -81,6 +151,12 @@ def record(message: Message, prompt_estimate: int) -> Tokens:
         "completion_tokens": F("completion_tokens") + tokens.completion,
         "total_tokens": F("total_tokens") + tokens.total,
         "estimated_tokens": F("estimated_tokens") + (tokens.total if tokens.estimated else 0),
+        "cached_tokens": F("cached_tokens") + tokens.cached,
+        "reasoning_tokens": F("reasoning_tokens") + tokens.reasoning,
+        "audio_tokens": F("audio_tokens") + tokens.audio,
+        "cost": F("cost") + (cost or 0),
+        "estimated_cost": F("estimated_cost") + (cost if cost and tokens.estimated else 0),
+        "uncosted_requests": F("uncosted_requests") + (1 if cost is None else 0),
     }
     for _attempt in range(3):
         # One statement: the dimensions match one row at most, an empty team or key included
@@ -93,11 +169,30 @@ def record(message: Message, prompt_estimate: int) -> Tokens:
                     **dimensions, requests=1, prompt_tokens=tokens.prompt,
                     completion_tokens=tokens.completion, total_tokens=tokens.total,
                     estimated_tokens=tokens.total if tokens.estimated else 0,
+                    cached_tokens=tokens.cached, reasoning_tokens=tokens.reasoning,
+                    audio_tokens=tokens.audio, cost=cost or 0,
+                    estimated_cost=cost if cost and tokens.estimated else 0,
+                    uncosted_requests=1 if cost is None else 0,
                 )
             return tokens
         except IntegrityError:  # another reply created the row first: add to it
             continue
     return tokens
+
+
+def money(amount) -> str:
+    """An amount of the site's currency as a member reads it: "12.50 USD", "0.0042 USD"."""
+    amount = Decimal(amount or 0)
+    places = 2 if amount == 0 or abs(amount) >= 1 else 4
+    amount = amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+    return f"{formats.number_format(amount, places, force_grouping=True)} " \
+           f"{settings.CHATSITE_CURRENCY}"
+
+
+def plain_amount(value) -> str:
+    """An amount as a plain decimal for files: no grouping, to the millionth, no trailing
+    zeros ("0.0042", "12.5", "0")."""
+    return format(Decimal(value or 0).quantize(Decimal("0.000001")).normalize(), "f")
 
 
 def month_start(today: datetime.date | None = None) -> datetime.date:
@@ -110,19 +205,43 @@ def next_month_start(today: datetime.date | None = None) -> datetime.date:
     return (start + datetime.timedelta(days=32)).replace(day=1)
 
 
+@dataclass(frozen=True)
+class Spent:
+    """What one member or team used this month: tokens, and cost where known."""
+
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+    requests: int = 0
+    uncosted_requests: int = 0
+
+    @property
+    def cost_shown(self) -> str:
+        return cost_shown({"requests": self.requests, "uncosted_requests": self.uncosted_requests,
+                           "cost": self.cost})
+
+
+def spent_this_month(**dimension) -> Spent:
+    """Return the tokens and cost used since the first of this month for one dimension (user=,
+    team=), in one query."""
+    used = UsageDaily.objects.filter(day__gte=month_start(), **dimension).aggregate(
+        tokens=Sum("total_tokens"), cost=Sum("cost"), requests=Sum("requests"),
+        uncosted=Sum("uncosted_requests"),
+    )
+    return Spent(used["tokens"] or 0, used["cost"] or Decimal(0), used["requests"] or 0,
+                 used["uncosted"] or 0)
+
+
 def tokens_this_month(**dimension) -> int:
     """Return the tokens used since the first of this month for one dimension (user=, team=)."""
-    used = UsageDaily.objects.filter(day__gte=month_start(), **dimension).aggregate(
-        total=Sum("total_tokens")
-    )["total"]
-    return used or 0
+    return spent_this_month(**dimension).tokens
 
 
-def tokens_this_month_by_team(team_ids: list[int]) -> dict[int, int]:
-    """Return the tokens used since the first of this month per team, in one query."""
+def spent_this_month_by_team(team_ids: list[int]) -> dict[int, Spent]:
+    """Return the tokens and cost used since the first of this month per team, in one query."""
     rows = (UsageDaily.objects.filter(day__gte=month_start(), team_id__in=team_ids)
-            .values("team_id").annotate(total=Sum("total_tokens")))
-    return {row["team_id"]: row["total"] or 0 for row in rows}
+            .values("team_id").annotate(tokens=Sum("total_tokens"), cost=Sum("cost")))
+    return {row["team_id"]: Spent(row["tokens"] or 0, row["cost"] or Decimal(0))
+            for row in rows}
 
 
 FILTERS = ("user", "team", "api_key", "organization", "project", "model")
@@ -152,6 +271,11 @@ TOTALS = {
     "completion_tokens": Sum("completion_tokens"),
     "total_tokens": Sum("total_tokens"),
     "estimated_tokens": Sum("estimated_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
+    "cost": Sum("cost"),
+    "estimated_cost": Sum("estimated_cost"),
+    "uncosted_requests": Sum("uncosted_requests"),
 }
 
 
@@ -179,7 +303,26 @@ def by_dimension(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:
 
 def totals(days: list[dict]) -> dict[str, int]:
     """Return the sums over ``by_day`` rows, so the page's totals cost no query of their own."""
-    return {name: sum(day[name] or 0 for day in days) for name in TOTALS}
+    return with_cost_shown({name: sum(day[name] or 0 for day in days) for name in TOTALS})
+
+
+def cost_shown(row: dict) -> str:
+    """A row's cost as a page shows it: unknown where no request had a price (usage kept from
+    before costs were recorded, or models without a price), and how many were left out where
+    some had none."""
+    requests, uncosted = row.get("requests") or 0, row.get("uncosted_requests") or 0
+    if requests and uncosted >= requests:
+        return _("unknown")
+    if uncosted:
+        return ngettext("%(cost)s (%(count)s request without a price)",
+                        "%(cost)s (%(count)s requests without a price)", uncosted) % {
+            "cost": money(row.get("cost") or 0), "count": uncosted}
+    return money(row.get("cost") or 0)
+
+
+def with_cost_shown(row: dict) -> dict:
+    row["cost_shown"] = cost_shown(row)
+    return row
 
 
 def by_day_filled(
@@ -190,14 +333,15 @@ def by_day_filled(
     found = {row["day"]: row for row in by_day(rows)}
     zero = dict.fromkeys(TOTALS, 0)
     return [
-        found.get(day, {"day": day, **zero})
+        with_cost_shown(found.get(day, {"day": day, **zero}))
         for day in (start + datetime.timedelta(days=n) for n in range((end - start).days + 1))
     ]
 
 
 def by_dimension_labelled(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:
     """Return ``by_dimension`` rows, each with its value under ``"label"`` (None when unset)."""
-    return [{**row, "label": _label(row, dimension)} for row in by_dimension(rows, dimension)]
+    return [with_cost_shown({**row, "label": _label(row, dimension)})
+            for row in by_dimension(rows, dimension)]
 
 
 def by_day_and_dimension(rows: QuerySet[UsageDaily], dimension: str) -> list[dict]:

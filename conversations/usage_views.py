@@ -12,6 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from django import forms
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
@@ -164,14 +165,18 @@ def _usage_page(request: HttpRequest, *, member: bool) -> HttpResponse:
         "csv_query": query.as_params(format="csv"),
     }
     if member:
-        context["month_used"] = usage.tokens_this_month(user=request.user)
-        context["budget"] = limits.binding_budget(user=request.user,
-                                                  used=context["month_used"])
+        spent = usage.spent_this_month(user=request.user)
+        context["month_used"] = spent.tokens
+        context["month_cost"] = spent.cost_shown
+        context["budget"] = limits.binding_budget(user=request.user, spent=spent)
+        context["alert_percent"] = settings.CHATSITE_BUDGET_ALERT_PERCENT
         context["month_resets"] = usage.next_month_start()
     return render(request, "conversations/usage.html", context)
 
 
-CSV_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "estimated_tokens")
+CSV_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "estimated_tokens",
+               "cached_tokens", "reasoning_tokens", "cost", "estimated_cost",
+               "requests_without_price")
 # Spreadsheets run a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -183,10 +188,17 @@ def _csv_response(query: UsageQuery, rows) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
     # Column names stay fixed identifiers, whatever the language: scripts read them.
-    writer.writerow(["day", query.group_by, *CSV_COLUMNS])
+    # Costs are in the site's currency (a column says which), as plain decimals; a row whose
+    # every request had no price has an empty cost: unknown, not zero.
+    writer.writerow(["day", query.group_by, *CSV_COLUMNS, "currency"])
     for row in usage.by_day_and_dimension(rows, query.group_by):
+        row["requests_without_price"] = row["uncosted_requests"]
+        unknown = row["requests"] and row["uncosted_requests"] == row["requests"]
+        for name in ("cost", "estimated_cost"):
+            row[name] = "" if unknown else usage.plain_amount(row[name])
         writer.writerow([row["day"].isoformat(), _cell(row["label"]),
-                         *(row[name] or 0 for name in CSV_COLUMNS)])
+                         *(0 if row[name] is None else row[name] for name in CSV_COLUMNS),
+                         settings.CHATSITE_CURRENCY])
     return response
 
 

@@ -47,10 +47,12 @@ def _chat_page(
         if conversation is not None:
             initial.update(instructions=conversation.system_prompt,
                            temperature=conversation.temperature,
-                           max_length=conversation.max_output_tokens)
+                           max_length=conversation.max_output_tokens,
+                           reasoning_effort=conversation.reasoning_effort)
         elif preset := selectors.default_preset(user=request.user, presets=presets):
             initial.update(preset=preset.pk, instructions=preset.instructions,
-                           temperature=preset.temperature, max_length=preset.max_output_tokens)
+                           temperature=preset.temperature, max_length=preset.max_output_tokens,
+                           reasoning_effort=preset.reasoning_effort)
             offered = {f"{group.key.pk}:{model}" for group in groups for model in group.models}
             if f"{preset.api_key_id}:{preset.model}" in offered:
                 initial["model"] = f"{preset.api_key_id}:{preset.model}"
@@ -120,6 +122,7 @@ def _chat_settings(request: HttpRequest, form: MessageForm) -> services.ChatSett
         instructions=form.cleaned_data["instructions"],
         temperature=form.cleaned_data["temperature"],
         max_output_tokens=form.cleaned_data["max_length"],
+        reasoning_effort=form.cleaned_data["reasoning_effort"],
     )
 
 
@@ -176,7 +179,8 @@ def preset_save(request: HttpRequest) -> HttpResponse:
                 settings=services.ChatSettings(
                     instructions=form.cleaned_data["instructions"],
                     temperature=form.cleaned_data["temperature"],
-                    max_output_tokens=form.cleaned_data["max_length"]),
+                    max_output_tokens=form.cleaned_data["max_length"],
+                    reasoning_effort=form.cleaned_data["reasoning_effort"]),
                 api_key=api_key, model=model,
             )
         except ValidationError as error:

@@ -76,6 +76,35 @@ def page(response) -> Element:
     return builder.root
 
 
+# -- Admin forms -----------------------------------------------------------------------------
+
+
+def form_data(response, form_id: str = "group_form") -> dict[str, list[str]]:
+    """Return what a browser would submit from the page's form ``form_id``, as shown (the
+    inlines' empty templates left out)."""
+    form = page(response).find("form", id=form_id)
+    data: dict[str, list[str]] = {}
+    for element in form.find_all():
+        name = element.attrs.get("name")
+        if not name or "__prefix__" in name:
+            continue
+        kind = element.attrs.get("type", "text")
+        if element.tag == "input" and kind not in ("submit", "button", "image", "file"):
+            if kind not in ("checkbox", "radio"):
+                data.setdefault(name, []).append(element.attrs.get("value", ""))
+            elif "checked" in element.attrs:
+                data.setdefault(name, []).append(element.attrs.get("value") or "on")
+        elif element.tag == "select":
+            options = element.find_all("option")
+            chosen = [option for option in options if "selected" in option.attrs]
+            if not chosen and options and "multiple" not in element.attrs:
+                chosen = options[:1]
+            data[name] = [option.attrs.get("value", option.text) for option in chosen]
+        elif element.tag == "textarea":
+            data[name] = ["".join(element.parts).removeprefix("\n")]
+    return data
+
+
 # -- Browser screens -------------------------------------------------------------------------
 
 PHONE = {"width": 390, "height": 844}

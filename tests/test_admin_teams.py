@@ -15,7 +15,7 @@ from django.test import Client
 from conftest import PASSWORD, wait_for
 from conversations.admin_forms import TeamSettingsForm
 from conversations.models import ApiKey, AuditEvent, Team
-from tests.helpers import SCREENS, Element
+from tests.helpers import SCREENS, Element, form_data
 from tests.helpers import page as html
 
 pytestmark = pytest.mark.django_db
@@ -45,39 +45,13 @@ def support() -> Group:
 def team_key(make_api_key) -> ApiKey:
     """A key whose provider listed three chat models (no allow-list)."""
     key = make_api_key(name="Support key", everyone=False, default_model="gpt-4o-mini")
-    ApiKey.objects.filter(pk=key.pk).update(listed_models=OFFERED, allowed_models=[])
+    ApiKey.objects.filter(pk=key.pk).update(listed_models=OFFERED)
     key.refresh_from_db()
     return key
 
 
 def change_url(group: Group) -> str:
     return f"/admin/auth/group/{group.pk}/change/"
-
-
-def form_data(response, form_id: str = "group_form") -> dict[str, list[str]]:
-    """Return what a browser would submit from the page's form ``form_id``, as shown (the
-    inlines' empty templates left out)."""
-    form = html(response).find("form", id=form_id)
-    data: dict[str, list[str]] = {}
-    for element in form.find_all():
-        name = element.attrs.get("name")
-        if not name or "__prefix__" in name:
-            continue
-        kind = element.attrs.get("type", "text")
-        if element.tag == "input" and kind not in ("submit", "button", "image", "file"):
-            if kind not in ("checkbox", "radio"):
-                data.setdefault(name, []).append(element.attrs.get("value", ""))
-            elif "checked" in element.attrs:
-                data.setdefault(name, []).append(element.attrs.get("value") or "on")
-        elif element.tag == "select":
-            options = element.find_all("option")
-            chosen = [option for option in options if "selected" in option.attrs]
-            if not chosen and options and "multiple" not in element.attrs:
-                chosen = options[:1]
-            data[name] = [option.attrs.get("value", option.text) for option in chosen]
-        elif element.tag == "textarea":
-            data[name] = ["".join(element.parts).removeprefix("\n")]
-    return data
 
 
 def save(client: Client, group: Group, **changes: list[str] | str):

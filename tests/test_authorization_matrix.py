@@ -422,7 +422,7 @@ ADD_KEY = "/admin/conversations/apikey/add/"
 def key_form(secret: str, name: str = "Stolen key") -> dict:
     SECRETS.add(secret)
     return {"name": name, "secret": secret, "base_url": "http://127.0.0.1:9/v1",
-            "organization": "", "project": "", "default_model": "", "allowed_models": "",
+            "organization": "", "project": "", "default_model": "",
             "is_active": "on", "_save": "Save"}
 
 

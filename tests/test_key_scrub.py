@@ -24,7 +24,7 @@ import pytest
 
 from conftest import read_events, session_for
 from conversations.logging import MaskSecretsFilter
-from conversations.models import Message
+from conversations.models import CatalogModel, Message
 from devtools.fake_upstream import Scenario
 from tests.helpers import finished_reply, send_message
 
@@ -196,10 +196,15 @@ def test_test_connection_and_refresh_models_show_no_echoed_key(
         "action": "refresh_models", "_selected_action": [api_key.pk]},
         follow=True).content.decode()
     api_key.refresh_from_db()
-    outputs["allowed models"] = json.dumps(api_key.allowed_models)
+    catalogued = sorted(CatalogModel.objects.filter(api_key=api_key)
+                        .values_list("model", flat=True))
+    outputs["listed models"] = json.dumps([api_key.listed_models, catalogued])
+    outputs["model catalog page"] = admin_client.get(
+        f"/admin/conversations/catalogmodel/?api_key__id__exact={api_key.pk}").content.decode()
 
     assert "failed" in outputs["test_connection, refused"]
-    assert api_key.allowed_models == ["gpt-4o"]  # a model id holding the key is no model
+    # A model id holding the key is no model.
+    assert api_key.listed_models == catalogued == ["gpt-4o"]
     assert {name: leaks(text, key) for name, text in outputs.items() if leaks(text, key)} == {}
     assert not [line for line in captured_log if leaks(line, key)]
 

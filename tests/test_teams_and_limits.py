@@ -15,7 +15,15 @@ from django.utils import timezone
 
 from conftest import PASSWORD, wait_for
 from conversations import limits, selectors
-from conversations.models import ApiKey, AuditEvent, Message, Team, UsageDaily, UserLimit
+from conversations.models import (
+    ApiKey,
+    AuditEvent,
+    CatalogModel,
+    Message,
+    Team,
+    UsageDaily,
+    UserLimit,
+)
 from devtools.fake_upstream import Scenario
 
 
@@ -88,7 +96,8 @@ def test_a_crafted_post_cannot_use_an_ungranted_key(alice, team_key):
 @pytest.mark.django_db
 def test_a_crafted_post_cannot_use_a_model_outside_the_allow_list(alice, user, team_key, support):
     user.groups.add(support)
-    ApiKey.objects.filter(pk=team_key.pk).update(allowed_models=["gpt-4o-mini"])
+    CatalogModel.objects.filter(api_key=team_key).exclude(model="gpt-4o-mini").update(
+        offered=False)
     page = alice.get("/").content.decode()
     assert f'value="{team_key.pk}:gpt-4o"' not in page
     assert post_message(alice, team_key, model="gpt-4o").status_code == 400
@@ -345,10 +354,13 @@ def test_test_connection_reports_success_and_scope_mismatch_without_the_secret(
 
 
 @pytest.mark.django_db
-def test_refresh_models_fills_the_allow_list_with_chat_models(admin_client, api_key):
+def test_refresh_models_lists_the_chat_models_in_the_catalog(admin_client, api_key):
+    CatalogModel.objects.filter(api_key=api_key).delete()
     admin_client.post("/admin/conversations/apikey/", {
         "action": "refresh_models", "_selected_action": [api_key.pk]})
-    assert ApiKey.objects.get(pk=api_key.pk).allowed_models == ["gpt-4o", "gpt-4o-mini"]
+    assert ApiKey.objects.get(pk=api_key.pk).listed_models == ["gpt-4o", "gpt-4o-mini"]
+    assert list(CatalogModel.objects.filter(api_key=api_key).values_list("model", "offered")) \
+        == [("gpt-4o", True), ("gpt-4o-mini", True)]
 
 
 @pytest.mark.django_db
@@ -358,7 +370,7 @@ def test_key_changes_are_audited_with_who_and_what_but_never_the_secret(
     response = admin_client.post(f"/admin/conversations/apikey/{api_key.pk}/change/", {
         "name": api_key.name, "secret": "sk-new-secret-abcdefghijklmnop", "base_url": api_key.base_url,
         "organization": "org-new", "project": api_key.project, "default_model": "",
-        "allowed_models": "", "teams": [support.pk], "users": [], "everyone": "on",
+        "teams": [support.pk], "users": [], "everyone": "on",
         "is_active": "on"})
     assert response.status_code == 302, response.content.decode()[:2000]
     admin_client.post("/admin/conversations/apikey/", {

@@ -12,6 +12,7 @@ import csv
 import datetime
 import io
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
@@ -59,11 +60,14 @@ def key(name: str) -> ApiKey:
 
 
 def usage_row(day, user, *, team=None, api_key=None, organization="", project="",
-              model="gpt-4o-mini", requests=1, prompt=0, completion=0, estimated=0) -> UsageDaily:
+              model="gpt-4o-mini", requests=1, prompt=0, completion=0, estimated=0, cached=0,
+              reasoning=0, cost="0", uncosted=0) -> UsageDaily:
     return UsageDaily(
         day=day, user=user, team=team, api_key=api_key, organization=organization,
         project=project, model=model, requests=requests, prompt_tokens=prompt,
         completion_tokens=completion, total_tokens=prompt + completion, estimated_tokens=estimated,
+        cached_tokens=cached, reasoning_tokens=reasoning, cost=Decimal(cost),
+        uncosted_requests=uncosted,
     )
 
 
@@ -74,13 +78,18 @@ def recorded(user, other_user):
     key_a, key_b = key("Key A"), key("Key B")
     UsageDaily.objects.bulk_create([
         usage_row(D1, user, team=support, api_key=key_a, organization="org-a", project="proj_x",
-                  model="gpt-4o-mini", requests=2, prompt=100, completion=50),
+                  model="gpt-4o-mini", requests=2, prompt=100, completion=50, cached=20,
+                  cost="0.000045"),
         usage_row(D1, other_user, team=research, api_key=key_b, organization="org-b",
-                  project="proj_x", model="gpt-4o", requests=1, prompt=7000, completion=331),
+                  project="proj_x", model="gpt-4o", requests=1, prompt=7000, completion=331,
+                  reasoning=12, cost="0.02081"),
+        # Kept from before costs were recorded: its cost is unknown.
         usage_row(D2, user, team=support, api_key=key_b, organization="org-b", project="proj_y",
-                  model="gpt-4o-mini", requests=3, prompt=200, completion=100, estimated=40),
+                  model="gpt-4o-mini", requests=3, prompt=200, completion=100, estimated=40,
+                  uncosted=3),
         usage_row(D3, other_user, api_key=key_a, organization="org-a", project="proj_y",
-                  model="gpt-4o-mini", requests=1, prompt=4000, completion=242),
+                  model="gpt-4o-mini", requests=1, prompt=4000, completion=242,
+                  cost="0.0007452"),
     ])
     return {"alice": user, "mallory": other_user, "Support": support, "Research": research,
             "Key A": key_a, "Key B": key_b}
@@ -101,7 +110,7 @@ def csv_rows(response) -> list[list[str]]:
 
 
 MALLORY_FIGURES = ("7331", "7,331", "4242", "4,242", "11,573", "7000", "7,000", "mallory",
-                   "Research")
+                   "Research", "0.0208", "0.0007")
 
 
 # -- what the admin sees ---------------------------------------------------------------------
@@ -267,11 +276,17 @@ def test_csv_export_has_a_header_and_one_line_per_day_and_value(admin_client, re
         'attachment; filename="chatsite-usage-2025-03-01-2025-03-05.csv"')
     assert csv_rows(response) == [
         ["day", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-         "estimated_tokens"],
-        ["2025-03-01", "gpt-4o", "1", "7000", "331", "7331", "0"],
-        ["2025-03-01", "gpt-4o-mini", "2", "100", "50", "150", "0"],
-        ["2025-03-02", "gpt-4o-mini", "3", "200", "100", "300", "40"],
-        ["2025-03-05", "gpt-4o-mini", "1", "4000", "242", "4242", "0"],
+         "estimated_tokens", "cached_tokens", "reasoning_tokens", "cost", "estimated_cost",
+         "requests_without_price", "currency"],
+        ["2025-03-01", "gpt-4o", "1", "7000", "331", "7331", "0", "0", "12", "0.02081", "0",
+         "0", "USD"],
+        ["2025-03-01", "gpt-4o-mini", "2", "100", "50", "150", "0", "20", "0", "0.000045", "0",
+         "0", "USD"],
+        # Usage from before costs were recorded: the cost is unknown (empty), not zero.
+        ["2025-03-02", "gpt-4o-mini", "3", "200", "100", "300", "40", "0", "0", "", "", "3",
+         "USD"],
+        ["2025-03-05", "gpt-4o-mini", "1", "4000", "242", "4242", "0", "0", "0", "0.000745",
+         "0", "0", "USD"],
     ]
 
 
@@ -280,7 +295,7 @@ def test_csv_export_respects_filters_and_grouping(admin_client, recorded):
     response = admin_client.get("/admin/usage/", {
         **RANGE, "format": "csv", "team": recorded["Support"].pk, "group_by": "api_key"})
 
-    assert csv_rows(response) == [
+    assert [row[:7] for row in csv_rows(response)] == [
         ["day", "api_key", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
          "estimated_tokens"],
         ["2025-03-01", "Key A", "2", "100", "50", "150", "0"],
@@ -295,7 +310,8 @@ def test_page_links_to_the_csv_of_what_it_shows(admin_client, recorded):
 
     rows = csv_rows(admin_client.get(f"/admin/usage/{link}"))
 
-    assert rows[1:] == [["2025-03-01", "gpt-4o", "1", "7000", "331", "7331", "0"]]
+    assert [row[:7] for row in rows[1:]] == [["2025-03-01", "gpt-4o", "1", "7000", "331", "7331",
+                                              "0"]]
 
 
 @pytest.mark.django_db
@@ -326,7 +342,7 @@ def test_member_sees_only_their_own_usage(alice, recorded):
     for figure in MALLORY_FIGURES:
         assert figure not in body
     csv_body = alice.get("/usage/", {**RANGE, "format": "csv"}).content.decode()
-    assert csv_rows(alice.get("/usage/", {**RANGE, "format": "csv"}))[1:] == [
+    assert [row[:7] for row in csv_rows(alice.get("/usage/", {**RANGE, "format": "csv"}))[1:]] == [
         ["2025-03-01", "gpt-4o-mini", "2", "100", "50", "150", "0"],
         ["2025-03-02", "gpt-4o-mini", "3", "200", "100", "300", "40"],
     ]
@@ -355,7 +371,7 @@ def test_member_page_shows_the_monthly_budget_and_tokens_used(alice, user, setti
     settings.CHATSITE_DEFAULT_MONTHLY_TOKENS = None
     UsageDaily.objects.bulk_create([usage_row(timezone.localdate(), user, prompt=200, completion=50)])
 
-    assert "You have used 250 tokens this month. You have no monthly budget." in html(
+    assert "You have used 250 tokens this month (cost: 0.00 USD). You have no monthly budget." in html(
         alice.get("/usage/")).find("section", class_="usage-budget").text
 
     UserLimit.objects.create(user=user, monthly_token_budget=1000)

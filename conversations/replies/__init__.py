@@ -7,7 +7,8 @@ Services call it through a few verbs, and it imports no service:
   so before storing anything);
 - ``stop(message_id)``: ask it to stop, wherever it is generated;
 - ``events(message_id, offset, render_final)``: the event stream a viewer receives;
-- ``reap_stale()``: mark replies whose process died as interrupted (the watchdog's job).
+- ``reap_stale()``: mark replies whose process died as interrupted (the watchdog's job);
+- ``reply_accounted``: a signal sent once a finished reply's usage and cost are stored.
 
 Inside, one owner per concept: ``registry`` (a live reply's text and its viewers here),
 ``runner`` (the bounded pool, retries, the final write), ``flusher`` (appends text, renews
@@ -25,11 +26,11 @@ from . import registry
 from .leases import expires as lease_expires
 from .leases import reap_stale
 from .relay import get_relay
-from .runner import BUSY_MESSAGE, has_capacity, start
+from .runner import BUSY_MESSAGE, has_capacity, reply_accounted, start
 from .stream import events
 
 __all__ = ["BUSY_MESSAGE", "events", "has_capacity", "lease_expires", "live", "reap_stale",
-           "start", "stop", "stop_local", "wait_idle"]
+           "reply_accounted", "start", "stop", "stop_local", "wait_idle"]
 
 
 def stop(message_id: int) -> None:

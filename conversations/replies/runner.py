@@ -17,11 +17,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from .. import crypto, rendering, selectors, upstream
+from .. import catalog, crypto, payload, rendering, upstream
 from .. import text as text_rules
 from .. import usage as usage_records
 from ..models import Message
@@ -37,6 +38,10 @@ MAX_RETRY_AFTER = 20.0  # a longer Retry-After is reported to the member instead
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 _executor: ThreadPoolExecutor | None = None
+
+# Sent once a finished reply's usage and cost are stored (``message``: the reply, with its
+# conversation and key), outside the final transaction: budget alerts listen.
+reply_accounted = Signal()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -148,8 +153,14 @@ def _generate(reply: LiveReply) -> None:
 
 
 def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message) -> None:
-    context = selectors.context_for(message)
-    reply.prompt_estimate = usage_records.estimate_prompt_tokens(context)
+    spec = catalog.spec_for(message.api_key, message.model)
+    request = payload.request_for(message, spec)
+    reply.prompt_estimate = request.prompt_estimate
+    if request.omitted:  # the page tells the member, from now on and after any reload
+        message.context_omitted = request.omitted
+        leases.with_db_retries(
+            lambda: Message.objects.filter(pk=message.pk).update(context_omitted=request.omitted),
+            what=f"noting the context of reply {reply.message_id}")
     # A reply can stream for minutes: hold no database connection meanwhile (the flusher
     # writes the text; _finish opens a connection again).
     connection.close()
@@ -157,8 +168,9 @@ def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message)
     usage: upstream.Usage | None = None
     attempt = 0
     while True:
-        stream = upstream.ChatStream(credentials, model=message.model, messages=context,
-                                     extra=selectors.parameters_for(message.conversation))
+        stream = upstream.ChatStream(credentials, model=message.model, messages=request.messages,
+                                     extra=request.parameters,
+                                     first_token_timeout=spec.first_token_timeout)
         reply.stream = stream
         if reply.cancelled.is_set():
             _finish(reply, Message.Status.CANCELLED, message=message)
@@ -236,35 +248,46 @@ def _finish(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            audio_tokens=usage.audio_tokens,
         )
     elif reply.refused:
         # A 4xx/5xx or a refused connection before any text bills nothing: zero, not an
         # estimate of a prompt the provider never took.
         fields.update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 
+    charged = reply.upstream_called and not (reply.refused and usage is None)
+
     @transaction.atomic
-    def write(accounted: Message | None) -> None:
-        finished = Message.objects.filter(
-            pk=reply.message_id, status__in=Message.UNFINISHED
-        ).update(**fields)
-        if not finished or not reply.upstream_called or (reply.refused and usage is None):
-            return
-        if accounted is None:
-            accounted = Message.objects.select_related("conversation", "api_key").get(
-                pk=reply.message_id
-            )
-        else:
+    def write(accounted: Message | None) -> Message | None:
+        charges = {}
+        if charged:
+            if accounted is None:
+                accounted = Message.objects.select_related("conversation", "api_key").get(
+                    pk=reply.message_id
+                )
             for name, value in fields.items():
                 setattr(accounted, name, value)
+            # Estimated tokens, cost and the prices used: stored in the same final write.
+            charges = usage_records.charge(accounted, reply.prompt_estimate)
+        finished = Message.objects.filter(
+            pk=reply.message_id, status__in=Message.UNFINISHED
+        ).update(**fields, **charges)
+        if not finished or not charged:
+            return None
         usage_records.record(accounted, reply.prompt_estimate)
         _mark_key_used(accounted.api_key)
+        return accounted
 
     try:
-        leases.with_db_retries(lambda: write(message), what=f"finishing reply {reply.message_id}")
+        accounted = leases.with_db_retries(lambda: write(message),
+                                           what=f"finishing reply {reply.message_id}")
     except IntegrityError:
         # The key or the team was deleted while the reply was written, and its usage row named
         # it (checked when the transaction commits): account the reply as it is stored now.
-        leases.with_db_retries(lambda: write(None), what=f"finishing reply {reply.message_id}")
+        accounted = leases.with_db_retries(lambda: write(None),
+                                           what=f"finishing reply {reply.message_id}")
     except (DatabaseError, ValueError):
         # Text is cleaned where it enters, so this should not happen; if the database still
         # refuses a value, store it cleaned rather than lose the reply.
@@ -272,8 +295,12 @@ def _finish(
         for name, value in fields.items():
             if isinstance(value, str):
                 fields[name] = text_rules.clean(value)
-        leases.with_db_retries(lambda: write(None),
-                               what=f"finishing reply {reply.message_id} (cleaned)")
+        accounted = leases.with_db_retries(lambda: write(None),
+                                           what=f"finishing reply {reply.message_id} (cleaned)")
+    if accounted is not None:
+        for receiver, error in reply_accounted.send_robust(sender=Message, message=accounted):
+            if isinstance(error, Exception):
+                logger.error("%r failed after reply %s: %r", receiver, reply.message_id, error)
 
 
 def _mark_key_used(key) -> None:

@@ -33,9 +33,38 @@ def streaming_parts(message) -> tuple[SafeString, str]:
     return render_markdown(finished), tail
 
 
+@register.filter
+def thinks(message) -> bool:
+    """Return whether a reply still being written comes from a reasoning model (the page then
+    says the model is thinking): one small query, for the unfinished reply alone."""
+    if not message.model or message.api_key_id is None:
+        return False
+    from .. import catalog
+
+    return catalog.spec_for(message.api_key_id, message.model).reasoning
+
+
 @register.filter(is_safe=True)
 @stringfilter
 def isolate(value: str) -> str:
     """Return ``value`` as one bidirectional isolate, for places that cannot hold ``<bdi>``
     (the page's ``<title>``)."""
     return text.isolate(value)
+
+
+@register.simple_tag
+def budget_alerts_this_month() -> list:
+    """The budget alerts of this month, for the admin index."""
+    from .. import alerts
+
+    return alerts.recent()
+
+
+@register.simple_tag
+def budget_notices(user) -> list:
+    """This month's budget alerts about ``user`` and their teams, for the member's pages."""
+    from .. import alerts
+
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return alerts.notices_for(user)

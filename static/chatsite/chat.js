@@ -218,9 +218,37 @@
     form.elements.instructions.value = option.getAttribute("data-instructions") || "";
     form.elements.temperature.value = option.getAttribute("data-temperature") || "";
     form.elements.max_length.value = option.getAttribute("data-max-length") || "";
+    if (form.elements.reasoning_effort) {
+      form.elements.reasoning_effort.value = option.getAttribute("data-reasoning-effort") || "";
+    }
     var model = option.getAttribute("data-model");
     if (model && form.elements.model.querySelector('option[value="' + CSS.escape(model) + '"]')) {
       form.elements.model.value = model;
+    }
+    showModelSettings();
+  });
+
+  // The chat settings that apply to the model chosen: a reasoning effort for a reasoning model,
+  // a temperature for one that takes it (the model's option says so, from the catalog).
+  // Without a script all are shown, and the server sends each model only what it accepts.
+  function showModelSettings() {
+    var form = composer();
+    var select = form && form.elements.model;
+    if (!select || !select.options) return;
+    var option = select.options[select.selectedIndex];
+    var reasoning = !!option && option.hasAttribute("data-reasoning");
+    var temperature = !option || !option.hasAttribute("data-no-temperature");
+    form.querySelectorAll(".chat-settings__effort").forEach(function (part) {
+      part.hidden = !reasoning;
+    });
+    form.querySelectorAll(".chat-settings__temperature").forEach(function (part) {
+      part.hidden = !temperature;
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target && event.target.name === "model" && event.target.form &&
+        event.target.form.id === "composer") {
+      showModelSettings();
     }
   });
 
@@ -268,6 +296,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    showModelSettings();
     showSystemTheme();
     addCopyButtons(document);
     enableMessageCopy(document);
