@@ -313,11 +313,15 @@ def cost_shown(row: dict) -> str:
     requests, uncosted = row.get("requests") or 0, row.get("uncosted_requests") or 0
     if requests and uncosted >= requests:
         return _("unknown")
+    shown = money(row.get("cost") or 0)
+    if row.get("estimated_cost"):
+        shown = _("%(cost)s (of which estimated: %(estimated)s)") % {
+            "cost": shown, "estimated": money(row["estimated_cost"])}
     if uncosted:
         return ngettext("%(cost)s (%(count)s request without a price)",
                         "%(cost)s (%(count)s requests without a price)", uncosted) % {
-            "cost": money(row.get("cost") or 0), "count": uncosted}
-    return money(row.get("cost") or 0)
+            "cost": shown, "count": uncosted}
+    return shown
 
 
 def with_cost_shown(row: dict) -> dict:

@@ -118,6 +118,8 @@ def test_estimated_usage_is_marked_estimated_in_cost_too(alice, api_key, fake_up
     assert reply.cost == (reply.prompt_tokens * Decimal(1) + 100 * Decimal(4)) / 1_000_000
     row = UsageDaily.objects.get()
     assert row.estimated_cost == row.cost == reply.cost > 0
+    assert "(of which estimated: 0.0004 USD)" in page(alice.get("/usage/")).find(
+        id="total-cost").text
 
 
 def test_a_model_without_a_price_costs_unknown_not_zero(alice, api_key, fake_upstream):
