@@ -26,9 +26,12 @@ class ApiKeyQuerySet(models.QuerySet):
         keys = self.active()
         if user.is_superuser:
             return keys
+        grants = ApiKey.teams.through.objects.filter(apikey=models.OuterRef("pk"),
+                                                     group__user=user)
+        own = ApiKey.users.through.objects.filter(apikey=models.OuterRef("pk"), user=user)
         return keys.filter(
-            models.Q(everyone=True) | models.Q(teams__user=user) | models.Q(users=user)
-        ).distinct()
+            models.Q(everyone=True) | models.Exists(grants) | models.Exists(own)
+        )
 
 
 class ApiKey(models.Model):

@@ -59,12 +59,15 @@ def test_a_message_sent_without_reload_takes_regenerate_away_from_the_earlier_re
 def test_a_second_message_while_a_reply_streams_is_refused_and_the_first_goes_on(
     alice, api_key, fake_upstream
 ):
-    fake_upstream.queue(Scenario(tokens=["Still", " writing", " this."], token_delay=0.3))
+    # The reply waits upstream after its first word until released: still streaming however
+    # slow the machine is.
+    fake_upstream.queue(Scenario(tokens=["Still", " writing", " this."], hang_after=1))
     first = send_message(alice, api_key, "First")
     wait_for(lambda: Message.objects.get(pk=first.pk).status == "streaming")
 
     refused = alice.post(f"/c/{first.conversation_id}/messages",
                          {"content": "Second", "model": f"{api_key.pk}:gpt-4o-mini"})
+    fake_upstream.release()
 
     assert refused.status_code == 400
     assert "Wait for the reply to finish, or stop it, first." in refused.content.decode()

@@ -17,6 +17,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
+from conversations import replies
 from conversations.models import (
     AuditEvent,
     BudgetAlert,
@@ -58,8 +59,12 @@ def set_prices(api_key, model: str, *, input, cached_input, output) -> None:
 
 def reply_with(client, api_key, scenario: Scenario, fake_upstream, text="Hello",
                conversation=None) -> Message:
+    """Send a message and return its reply once the generating thread is done with it (budget
+    alerts come after the reply's final write)."""
     fake_upstream.queue(scenario)
-    return finished_reply(send_message(client, api_key, text, conversation=conversation))
+    reply = finished_reply(send_message(client, api_key, text, conversation=conversation))
+    assert replies.wait_idle(10)
+    return reply
 
 
 # -- what a reply cost -------------------------------------------------------------------------
@@ -128,6 +133,7 @@ def test_a_model_without_a_price_costs_unknown_not_zero(alice, api_key, fake_ups
 
     fake_upstream.queue(Scenario(tokens=["Hi"]))
     reply = finished_reply(send_message(alice, api_key, "Hello", model="acme-chat-1"))
+    assert replies.wait_idle(10)
 
     assert reply.status == Message.Status.COMPLETE
     assert reply.cost is None and reply.cost_currency == ""
