@@ -396,9 +396,13 @@ CHATSITE_FIRST_TOKEN_TIMEOUT = float(os.environ.get("CHATSITE_FIRST_TOKEN_TIMEOU
 CHATSITE_IDLE_TIMEOUT = float(os.environ.get("CHATSITE_IDLE_TIMEOUT", "") or 120)
 # The longest reply a member may ask for (tokens), until the model catalog knows each model's.
 CHATSITE_MAX_OUTPUT_TOKENS = env_int("CHATSITE_MAX_OUTPUT_TOKENS", 128_000)
+# The largest file a member may import (chatsite's own export or ChatGPT's), in bytes.
+CHATSITE_IMPORT_MAX_BYTES = env_int("CHATSITE_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 # Models offered when a key's model list cannot be fetched.
 CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
 CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)
+# Conversations the sidebar lists at a time; more load as the member scrolls.
+CHATSITE_SIDEBAR_PAGE_SIZE = env_int("CHATSITE_SIDEBAR_PAGE_SIZE", 30)
 # Streamed text is written to the database at most this often (seconds).
 CHATSITE_FLUSH_INTERVAL = float(os.environ.get("CHATSITE_FLUSH_INTERVAL", "") or 2)
 # Replies generated at once by one process; beyond it a new message is refused with "busy, try

@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import admin_catalog, audit, catalog, crypto, upstream
+from . import admin_catalog, archive, audit, catalog, crypto, upstream
 from .admin_forms import KeyGrantFormSet, TeamForm, TeamSettingsForm
 from .admin_guards import AdminLoginForm, GuardedAdminMixin, GuardedFieldsMixin
 from .forms import ApiKeyAdminForm
@@ -221,7 +221,7 @@ class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
     inlines = [UserLimitInline]
     list_display = ["username", "email", "is_active", "is_staff", "last_login"]
     list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
-    actions = ["unlock_login"]
+    actions = ["unlock_login", "export_conversations"]
 
     def get_urls(self):
         return [
@@ -241,6 +241,27 @@ class ChatUserAdmin(GuardedAdminMixin, UserAdmin):
     @admin.action(description=_("Unlock login"), permissions=["change"])
     def unlock_login(self, request, queryset) -> None:
         self._unlock(request, list(queryset))
+
+    def has_export_conversations_permission(self, request) -> bool:
+        """Export is reading conversations: staff who may view them in the admin."""
+        return request.user.has_perm(f"{Conversation._meta.app_label}."
+                                     f"{get_permission_codename('view', Conversation._meta)}")
+
+    @admin.action(description=_("Export conversations (ZIP)"),
+                  permissions=["export_conversations"])
+    def export_conversations(self, request, queryset):
+        """Download one member's conversations (a departing member's, say) as the archive
+        they would get from "Export all"; recorded in the audit log."""
+        users = list(queryset[:2])
+        if len(users) != 1:
+            self.message_user(request, _("Select exactly one user to export their "
+                                         "conversations."), messages.WARNING)
+            return None
+        member = users[0]
+        conversations = Conversation.objects.owned_by(member)
+        audit.record("conversations exported", f"user {member.get_username()!r}",
+                     f"{conversations.count()} conversation(s), as a ZIP archive")
+        return archive.response(conversations, username=member.get_username())
 
     def unlock_view(self, request, object_id):
         """Unlock one user's login (a POST from their page's "Unlock login" button)."""

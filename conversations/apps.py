@@ -7,9 +7,12 @@ class ConversationsConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
-        from . import alerts, audit, relations
+        from django.db.models.signals import post_migrate
+
+        from . import alerts, audit, relations, search
         from .replies import reply_accounted
 
         audit.connect()
         relations.name_relations()
         reply_accounted.connect(alerts.on_reply_accounted, dispatch_uid="budget-alerts")
+        post_migrate.connect(search.repair_index, sender=self, dispatch_uid="search-index")

@@ -23,15 +23,29 @@ def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
 
 
 def as_json(conversation: Conversation, messages: list[Message]) -> dict:
+    """Return the conversation as JSON data, everything an import needs (of its key, the name
+    alone; ``imports.read`` reads this shape back)."""
     return {
+        "id": conversation.pk,
         "title": str(conversation),
         "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+        "model": conversation.model,
+        "api_key": conversation.api_key.name if conversation.api_key_id else None,
+        "settings": {
+            "instructions": conversation.system_prompt,
+            "temperature": (None if conversation.temperature is None
+                            else str(conversation.temperature)),
+            "max_output_tokens": conversation.max_output_tokens,
+            "reasoning_effort": conversation.reasoning_effort,
+        },
         "messages": [
             {
                 "role": message.role,
                 "content": message.content,
                 "status": message.status,
                 "finish_reason": message.finish_reason,
+                "error_message": message.error_message,
                 "model": message.model,
                 "superseded": message.superseded,
                 "created_at": message.created_at.isoformat(),
@@ -39,6 +53,8 @@ def as_json(conversation: Conversation, messages: list[Message]) -> dict:
                     "prompt_tokens": message.prompt_tokens,
                     "completion_tokens": message.completion_tokens,
                     "total_tokens": message.total_tokens,
+                    "cached_tokens": message.cached_tokens,
+                    "reasoning_tokens": message.reasoning_tokens,
                     "estimated": message.usage_estimated,
                 },
             }

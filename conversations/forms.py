@@ -148,6 +148,54 @@ class RenameForm(forms.Form):
     title = forms.CharField(label=_("Title"), max_length=200)
 
 
+class ImportForm(forms.Form):
+    """A file of conversations: chatsite's export (JSON or the archive) or ChatGPT's."""
+
+    file = forms.FileField(
+        label=_("Import conversations"), allow_empty_file=False,
+        error_messages={"required": _("Choose a file to import."),
+                        "empty": _("The file is empty.")},
+        widget=forms.FileInput(attrs={"accept": ".json,.zip,application/json,"
+                                                "application/zip"}),
+    )
+
+
+class ShareForm(forms.Form):
+    """Who to share a conversation with: one of the member's teams, and/or members named by
+    username (separated by commas or spaces), each an active member other than themselves."""
+
+    team = forms.ModelChoiceField(label=_("Team"), queryset=None, required=False,
+                                  empty_label=_("No team"))
+    usernames = forms.CharField(label=_("Members"), max_length=1000, required=False,
+                                help_text=_("Usernames, separated by commas."))
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["team"].queryset = user.groups.order_by("name")
+
+    def clean_usernames(self) -> list:
+        names = [name for name in self.cleaned_data["usernames"].replace(",", " ").split()
+                 if name]
+        if len(names) > 50:
+            raise forms.ValidationError(_("Name at most 50 members at a time."))
+        found = {user.get_username(): user for user in
+                 User.objects.filter(username__in=names, is_active=True)}
+        unknown = [name for name in names if name not in found]
+        if unknown:
+            raise forms.ValidationError(_("No active member is called %(names)s.")
+                                        % {"names": ", ".join(unknown)})
+        if self.user.get_username() in found:
+            raise forms.ValidationError(_("You cannot share a conversation with yourself."))
+        return list(dict.fromkeys(found[name] for name in names))
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors and not cleaned.get("team") and not cleaned.get("usernames"):
+            raise forms.ValidationError(_("Pick a team or name a member to share with."))
+        return cleaned
+
+
 class LoginForm(AuthenticationForm):
     """Django's login form, holding the username to the length a username has: Django only tells
     the browser (``maxlength``), and a longer one would reach the failed-login log (django-axes),

@@ -26,6 +26,8 @@ class ApiKeyQuerySet(models.QuerySet):
         keys = self.active()
         if user.is_superuser:
             return keys
+        # EXISTS, not joins and DISTINCT: PostgreSQL would compare whole rows (the encrypted
+        # secret and the model list included) to drop the duplicates the joins make.
         grants = ApiKey.teams.through.objects.filter(apikey=models.OuterRef("pk"),
                                                      group__user=user)
         own = ApiKey.users.through.objects.filter(apikey=models.OuterRef("pk"), user=user)
@@ -215,17 +217,64 @@ class Conversation(models.Model):
     )
     reasoning_effort = models.CharField(_("reasoning effort"), max_length=8, blank=True,
                                         choices=ReasoningEffort.choices)
+    # Where an imported conversation came from (its id in the file), so importing the same file
+    # again adds nothing; empty for conversations started here.
+    import_source = models.CharField(_("imported from"), max_length=200, blank=True,
+                                     editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Pinned: listed on top of the sidebar. Archived: left out of the sidebar (listed on its own
+    # page), not deleted. Setting either leaves ``updated_at`` as it is.
+    pinned_at = models.DateTimeField(_("pinned"), null=True, blank=True, editable=False)
+    archived_at = models.DateTimeField(_("archived"), null=True, blank=True, editable=False)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
+        constraints = [models.UniqueConstraint(
+            fields=["owner", "import_source"], condition=~models.Q(import_source=""),
+            name="conversation_imported_once")]
 
     def __str__(self) -> str:
         return self.title or str(_("New chat"))
+
+
+class Share(models.Model):
+    """A conversation shared read-only with one of its owner's teams or with one member.
+    Recipients read it and may continue it as their own copy; deleting the row revokes it."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="shares")
+    team = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="shares", verbose_name=_("team"))
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
+                             blank=True, related_name="shares_received",
+                             verbose_name=_("member"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("share")
+        verbose_name_plural = _("shares")
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(team__isnull=False, user__isnull=True)
+                           | models.Q(team__isnull=True, user__isnull=False)),
+                name="share_with_a_team_or_a_member"),
+            models.UniqueConstraint(fields=["conversation", "team"],
+                                    condition=models.Q(team__isnull=False),
+                                    name="share_once_per_team"),
+            models.UniqueConstraint(fields=["conversation", "user"],
+                                    condition=models.Q(user__isnull=False),
+                                    name="share_once_per_member"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.team) if self.team_id else str(self.user)
 
 
 class MessageQuerySet(models.QuerySet):

@@ -5,16 +5,27 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import catalog
-from .models import ApiKey, CatalogModel, Conversation, Message, Preference, Preset, Team
+from . import search as conversation_search
+from .models import (
+    ApiKey,
+    CatalogModel,
+    Conversation,
+    Message,
+    Preference,
+    Preset,
+    Share,
+    Team,
+)
 from .replies.leases import INTERRUPTED_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -39,8 +50,112 @@ class ModelGroup:
                        specs={m: s for m, s in self.specs.items() if m in allowed})
 
 
-def conversation_list(*, user) -> list[Conversation]:
-    return list(Conversation.objects.owned_by(user).only("id", "title", "updated_at"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LISTED = ("id", "title", "updated_at", "pinned_at", "archived_at")
+
+
+@dataclass(frozen=True)
+class SidebarItem:
+    conversation: Conversation
+    group: str  # the heading it is listed under; shown where it differs from the one before
+    starts_group: bool
+
+
+@dataclass(frozen=True)
+class Sidebar:
+    """One page of the member's conversation list: the pinned ones (first page only), then the
+    others newest first, grouped by day in the member's time zone; ``next_cursor`` continues it
+    (None: nothing older)."""
+
+    pinned: list[Conversation]
+    items: list[SidebarItem]
+    next_cursor: str | None
+
+
+def _cursor(conversation: Conversation) -> str:
+    return f"{(conversation.updated_at - _EPOCH) // timedelta(microseconds=1)}_{conversation.pk}"
+
+
+def _parse_cursor(value: str | None) -> tuple[datetime, int] | None:
+    """Return the (updated_at, id) a cursor stands for, or None for no or a malformed one."""
+    try:
+        micros, pk = (value or "").split("_")
+        return _EPOCH + timedelta(microseconds=int(micros)), int(pk)
+    except (ValueError, OverflowError):
+        return None
+
+
+def day_group(moment: datetime, today: date) -> str:
+    """Return the sidebar heading of a conversation last changed at ``moment``."""
+    day = timezone.localtime(moment).date()
+    if day >= today:
+        return _("Today")
+    if day == today - timedelta(days=1):
+        return _("Yesterday")
+    if day >= today - timedelta(days=7):
+        return _("Previous 7 days")
+    return _("Earlier")
+
+
+def conversation_list(*, user, before: str | None = None, archived: bool = False) -> Sidebar:
+    """Return a page of the member's conversations, newest first, older than ``before`` (a
+    cursor from an earlier page): keyset paging on (updated_at, id), so a page costs the same
+    however far down it is, and none is skipped or listed twice as conversations change.
+    Two queries on the first page (the pinned ones, the page), one on the next ones.
+    ``archived``: the archived conversations instead (nothing pinned on top)."""
+    size = settings.CHATSITE_SIDEBAR_PAGE_SIZE
+    mine = Conversation.objects.owned_by(user).only(*_LISTED).order_by("-updated_at", "-id")
+    start = _parse_cursor(before)
+    pinned: list[Conversation] = []
+    if archived:
+        listed = mine.filter(archived_at__isnull=False)
+    else:
+        listed = mine.filter(archived_at__isnull=True, pinned_at__isnull=True)
+        if start is None:
+            pinned = list(mine.filter(archived_at__isnull=True, pinned_at__isnull=False)
+                          .order_by("-pinned_at", "-id"))
+    if start is not None:
+        moment, pk = start
+        listed = listed.filter(Q(updated_at__lt=moment) | Q(updated_at=moment, id__lt=pk))
+    rows = list(listed[:size + 1])
+    today = timezone.localdate()
+    previous = day_group(start[0], today) if start is not None else None
+    items = []
+    for conversation in rows[:size]:
+        group = day_group(conversation.updated_at, today)
+        items.append(SidebarItem(conversation, group, group != previous))
+        previous = group
+    return Sidebar(pinned=pinned, items=items,
+                   next_cursor=_cursor(rows[size - 1]) if len(rows) > size else None)
+
+
+def conversations_readable_by(user) -> QuerySet[Conversation]:
+    """Return the conversations ``user`` may read: their own, and those shared with them or with
+    one of their teams. The one answer to "who may read this" (pages, the live stream)."""
+    if not user.is_authenticated:
+        return Conversation.objects.none()
+    shared = Share.objects.filter(conversation=OuterRef("pk"))
+    return Conversation.objects.filter(
+        Q(owner=user) | Exists(shared.filter(user=user)) | Exists(shared.filter(team__user=user))
+    )
+
+
+def shared_with(*, user) -> list[Conversation]:
+    """Return the conversations others share with ``user`` (or their teams), newest first,
+    their owners read along."""
+    return list(conversations_readable_by(user).exclude(owner=user).select_related("owner")
+                .only("id", "title", "updated_at", "owner__username")
+                .order_by("-updated_at", "-id"))
+
+
+def shared_get(*, user, pk: int) -> Conversation:
+    """Return conversation ``pk`` if ``user`` may read it; a 404 otherwise."""
+    return get_object_or_404(conversations_readable_by(user).select_related("owner"), pk=pk)
+
+
+def share_list(*, conversation: Conversation) -> list[Share]:
+    """Return who the conversation is shared with."""
+    return list(conversation.shares.select_related("team", "user"))
 
 
 def conversation_get(*, user, pk: int) -> Conversation:
@@ -312,3 +427,13 @@ def default_preset(*, user, presets: list[Preset]) -> Preset | None:
     chosen = (Team.objects.filter(group__user=user, default_preset__isnull=False)
               .order_by("group__name").values_list("default_preset", flat=True).first())
     return next((preset for preset in presets if preset.pk == chosen), None)
+
+
+def search(*, user, query: str) -> list[conversation_search.Hit]:
+    """Return what matches ``query`` in the conversations ``user`` may read: their own, and
+    those shared with them (marked ``shared``: they open read-only)."""
+    hits = conversation_search.search(conversations=conversations_readable_by(user), query=query)
+    others = {hit.conversation_id for hit in hits} - set(
+        Conversation.objects.owned_by(user).filter(pk__in={hit.conversation_id for hit in hits})
+        .values_list("pk", flat=True)) if hits else set()
+    return [replace(hit, shared=hit.conversation_id in others) for hit in hits]

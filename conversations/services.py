@@ -11,14 +11,14 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, catalog, crypto, limits, replies, selectors, text
-from .models import ApiKey, Conversation, Message, Preference, Preset, ReasoningEffort
+from . import audit, catalog, crypto, imports, limits, rendering, replies, selectors, text
+from .models import ApiKey, Conversation, Message, Preference, Preset, ReasoningEffort, Share
 
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 100_000
@@ -79,6 +79,80 @@ def conversation_delete(*, conversation: Conversation) -> None:
     ).values_list("id", flat=True):
         reply_stop(message=Message(pk=message_id))
     conversation.delete()
+
+
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> None:
+    """Pin the conversation on top of the sidebar, or unpin it; its place in time stays."""
+    conversation.pinned_at = timezone.now() if pinned else None
+    Conversation.objects.filter(pk=conversation.pk).update(pinned_at=conversation.pinned_at)
+
+
+def conversation_archive(*, conversation: Conversation, archived: bool) -> None:
+    """Archive the conversation (out of the sidebar, kept and listed under Archived), or bring
+    it back."""
+    conversation.archived_at = timezone.now() if archived else None
+    Conversation.objects.filter(pk=conversation.pk).update(archived_at=conversation.archived_at)
+
+
+def _audit_target(conversation: Conversation) -> str:
+    return f"conversation {conversation.pk} of {conversation.owner.get_username()!r}"
+
+
+@transaction.atomic
+def share_create(*, conversation: Conversation, by, teams=(), users=()) -> list[Share]:
+    """Share the conversation read-only with some of its owner's teams and with other active
+    members; return the new shares (those that exist already are left as they are)."""
+    if conversation.owner_id != by.pk:
+        raise ValidationError(_("Only the owner may share a conversation."))
+    if any(not by.groups.filter(pk=team.pk).exists() for team in teams):
+        raise ValidationError(_("You can share only with a team you belong to."))
+    for user in users:
+        if user.pk == by.pk:
+            raise ValidationError(_("You cannot share a conversation with yourself."))
+        if not user.is_active:
+            raise ValidationError(_("%(name)s cannot sign in.") % {"name": user.get_username()})
+    existing = selectors.share_list(conversation=conversation)
+    teams_in = {share.team_id for share in existing}
+    users_in = {share.user_id for share in existing}
+    created = [Share.objects.create(conversation=conversation, team=team, created_by=by)
+               for team in teams if team.pk not in teams_in]
+    created += [Share.objects.create(conversation=conversation, user=user, created_by=by)
+                for user in users if user.pk not in users_in]
+    for share in created:
+        kind = "team" if share.team_id else "member"
+        audit.record("conversation shared", _audit_target(conversation),
+                     f"with {kind} {str(share)!r}")
+    return created
+
+
+@transaction.atomic
+def share_revoke(*, share: Share) -> None:
+    """Stop sharing: the recipients lose the conversation at once (their next request)."""
+    kind = "team" if share.team_id else "member"
+    audit.record("share revoked", _audit_target(share.conversation),
+                 f"from {kind} {str(share)!r}")
+    share.delete()
+
+
+_COPIED = ("role", "content", "status", "finish_reason", "error_message", "error_type", "model",
+           "content_html", "html_version", "context_omitted")
+
+
+@transaction.atomic
+def conversation_copy(*, conversation: Conversation, owner) -> Conversation:
+    """Return a new conversation of ``owner`` holding copies of the current, finished messages
+    of ``conversation`` (shared with them), with its title and chat settings; the original is
+    not touched."""
+    copy = Conversation.objects.create(
+        owner=owner, title=conversation.title, api_key=conversation.api_key,
+        model=conversation.model, system_prompt=conversation.system_prompt,
+        temperature=conversation.temperature, max_output_tokens=conversation.max_output_tokens,
+        reasoning_effort=conversation.reasoning_effort,
+    )
+    rows = (Message.objects.for_conversation(conversation).filter(superseded=False)
+            .exclude(status__in=Message.UNFINISHED).values(*_COPIED))
+    Message.objects.bulk_create(Message(conversation=copy, **row) for row in rows)
+    return copy
 
 
 def _reply_team(*, owner, key: ApiKey | None, model: str):
@@ -234,6 +308,79 @@ def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
     )
     conversation.save(update_fields=["updated_at"])
     return question, _start_reply(conversation=conversation)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    imported: int  # conversations added
+    skipped: int  # conversations imported before (or twice in the file), left as they are
+
+
+def conversations_import(*, owner, conversations: list[imports.Imported]) -> ImportResult:
+    """Store ``conversations`` (read by ``imports.read``) as ``owner``'s own, all or none.
+
+    A conversation imported before (the same source in the file) is skipped, so importing a
+    file twice adds nothing. Nothing is charged: imported messages record no usage. Replies are
+    rendered now, by the sanitizing Markdown path, and keep their times from the file.
+    """
+    try:
+        with transaction.atomic():
+            return _import(owner=owner, conversations=conversations)
+    except IntegrityError:  # the same file, imported at the same moment by another request
+        raise ValidationError(_("These conversations are being imported already. Reload the "
+                                "page in a moment.")) from None
+
+
+def _import(*, owner, conversations: list[imports.Imported]) -> ImportResult:
+    sources = [conversation.source for conversation in conversations]
+    known: set[str] = set()
+    for start in range(0, len(sources), 500):
+        known.update(Conversation.objects.filter(
+            owner=owner, import_source__in=sources[start:start + 500]
+        ).values_list("import_source", flat=True))
+    imported = 0
+    for item in conversations:
+        if item.source in known:
+            continue
+        known.add(item.source)
+        _import_one(owner=owner, item=item)
+        imported += 1
+    return ImportResult(imported=imported, skipped=len(conversations) - imported)
+
+
+def _import_one(*, owner, item: imports.Imported) -> None:
+    now = timezone.now()
+    created = item.created_at or now
+    conversation = Conversation.objects.create(
+        owner=owner, title=item.title, model=item.model, system_prompt=item.instructions,
+        temperature=item.temperature, max_output_tokens=item.max_output_tokens,
+        reasoning_effort=item.reasoning_effort, import_source=item.source,
+    )
+    moment = created
+    messages, times = [], []
+    for entry in item.messages:
+        # Times never go backwards: the page orders messages by time, as the file does.
+        moment = max(moment, entry.created_at or moment)
+        reply = entry.role == Message.Role.ASSISTANT
+        messages.append(Message(
+            conversation=conversation, role=entry.role, content=entry.content,
+            status=entry.status, finish_reason=entry.finish_reason,
+            error_message=entry.error_message, model=entry.model, superseded=entry.superseded,
+            prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
+            total_tokens=entry.total_tokens, cached_tokens=entry.cached_tokens,
+            reasoning_tokens=entry.reasoning_tokens, usage_estimated=entry.usage_estimated,
+            content_html=rendering.render_markdown(entry.content) if reply and entry.content
+            else "",
+            html_version=rendering.VERSION if reply else 0,
+            finished_at=moment if reply else None,
+        ))
+        times.append(moment)
+    Message.objects.bulk_create(messages)
+    for message, moment in zip(messages, times, strict=True):
+        message.created_at = message.updated_at = moment  # an insert sets them to now
+    Message.objects.bulk_update(messages, ["created_at", "updated_at"], batch_size=500)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        created_at=created, updated_at=max(item.updated_at or moment, moment))
 
 
 def reply_stop(*, message: Message) -> None:

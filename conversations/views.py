@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import (
     HttpResponseClientRedirect,
@@ -29,17 +30,30 @@ from django_htmx.http import (
     trigger_client_event,
 )
 
-from . import exports, fragments, replies, selectors, services
-from .forms import MessageForm, PresetForm, RenameForm, SetupForm
+from . import archive, exports, fragments, imports, replies, selectors, services
+from . import search as search_text
+from .forms import ImportForm, MessageForm, PresetForm, RenameForm, SetupForm, ShareForm
 from .middleware import users_exist
-from .models import ApiKey, Conversation, Message
+from .models import ApiKey, Conversation, Message, Share
 from .replies.stream import release_connection, run_sync
+
+
+def _sidebar(request: HttpRequest) -> selectors.Sidebar | HttpResponse:
+    """Return the sidebar's page of conversations the request asks for (``?before=``), or, for
+    htmx loading the next page as the member scrolls, the response holding just that page."""
+    sidebar = selectors.conversation_list(user=request.user, before=request.GET.get("before"))
+    if request.htmx and "before" in request.GET:
+        return render(request, "conversations/chat.html#sidebar-items", {"sidebar": sidebar})
+    return sidebar
 
 
 def _chat_page(
     request: HttpRequest, conversation: Conversation | None, form: MessageForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
+    sidebar = _sidebar(request)
+    if isinstance(sidebar, HttpResponse):
+        return sidebar
     groups = selectors.model_groups(user=request.user)
     presets = selectors.preset_list(user=request.user) if conversation is None else []
     if form is None:
@@ -60,7 +74,9 @@ def _chat_page(
     chat_messages = selectors.message_rows(conversation=conversation) if conversation else []
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
-        "conversations": selectors.conversation_list(user=request.user),
+        "sidebar": sidebar,
+        "shares": selectors.share_list(conversation=conversation) if conversation else [],
+        "share_form": ShareForm(user=request.user) if conversation else None,
         "chat_messages": chat_messages,
         "messages_html": fragments.render_messages(request, chat_messages),
         "form": form,
@@ -97,14 +113,15 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _chat_page(request, selectors.conversation_get(user=request.user, pk=pk))
 
 
-def _render_message(request: HttpRequest, message: Message, *, offers_retry: bool | None = None
-                    ) -> str:
+def _render_message(request: HttpRequest, message: Message, *, offers_retry: bool | None = None,
+                    readonly: bool = False) -> str:
     """Render one message; whether it offers Regenerate or Retry is the selector's answer unless
-    the caller knows it (a reply just created does not, yet: it is unfinished)."""
+    the caller knows it (a reply just created does not, yet: it is unfinished). ``readonly``:
+    for a recipient of a shared conversation, without the owner's controls."""
     message.offers_retry = (
         selectors.offers_retry(message) if offers_retry is None else offers_retry
     )
-    return fragments.render_message(request, message)
+    return fragments.render_message(request, message, readonly=readonly)
 
 
 def _without_retry(message: Message | None) -> str:
@@ -260,9 +277,11 @@ async def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse
         raise Http404
     offset = _offset(request.headers.get("Last-Event-ID") or request.GET.get("offset"))
 
+    readonly = message.conversation.owner_id != request.user.pk  # a recipient's
+
     def render_final(final: Message) -> str:
         try:
-            return _render_message(request, selectors.as_shown(final))
+            return _render_message(request, selectors.as_shown(final), readonly=readonly)
         finally:
             release_connection()
 
@@ -284,7 +303,9 @@ def _stream_target(request: HttpRequest, pk: int) -> Message | None:
     try:
         if not request.user.is_authenticated:
             return None
-        return Message.objects.filter(pk=pk, conversation__owner=request.user).first()
+        return (Message.objects.select_related("conversation")
+                .filter(pk=pk, conversation__in=selectors.conversations_readable_by(request.user))
+                .first())
     finally:
         release_connection()
 
@@ -337,6 +358,187 @@ def conversation_export(request: HttpRequest, pk: int) -> HttpResponse:
                             content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{slug}.md"'
     return response
+
+
+@require_GET
+@login_required
+def search(request: HttpRequest) -> HttpResponse:
+    """The results of searching the member's conversations for ``q``; works without JavaScript."""
+    query = search_text.normalize(request.GET.get("q", ""))
+    return render(request, "conversations/search.html", {
+        "query": query, "results": selectors.search(user=request.user, query=query),
+    })
+
+
+def _switch(request: HttpRequest, name: str) -> bool | None:
+    """Return what a pin or archive form asks for: on ("1"), off ("0"), or None for anything
+    else."""
+    return {"1": True, "0": False}.get(request.POST.get(name, ""))
+
+
+def _after_toggle(request: HttpRequest, conversation: Conversation, done: bool) -> HttpResponse:
+    """Answer a pin or an archive: htmx gets the header's buttons and the sidebar (out of band),
+    a plain form goes back to the conversation; a form that asked for neither is refused."""
+    if not done:
+        return _refused(request, reverse("conversations:detail", args=[conversation.pk]),
+                        ValidationError(_("Nothing changed: the form was not understood.")))
+    if not request.htmx:
+        return redirect("conversations:detail", pk=conversation.pk)
+    context = {"conversation": conversation, "oob": True,
+               "sidebar": selectors.conversation_list(user=request.user),
+               "page_path": reverse("conversations:detail", args=[conversation.pk])}
+    return HttpResponse(
+        render_to_string("conversations/chat.html#conversation-actions", context, request=request)
+        + render_to_string("conversations/chat.html#sidebar-list", context, request=request)
+    )
+
+
+@require_POST
+@login_required
+def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
+    """Pin the conversation on top of the sidebar (``pin=1``), or unpin it."""
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    pinned = _switch(request, "pin")
+    if pinned is not None:
+        services.conversation_pin(conversation=conversation, pinned=pinned)
+    return _after_toggle(request, conversation, pinned is not None)
+
+
+@require_POST
+@login_required
+def conversation_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    """Archive the conversation (``archive=1``): out of the sidebar, not deleted; or bring it
+    back."""
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    archived = _switch(request, "archive")
+    if archived is not None:
+        services.conversation_archive(conversation=conversation, archived=archived)
+    return _after_toggle(request, conversation, archived is not None)
+
+
+@require_GET
+@login_required
+def archived_list(request: HttpRequest) -> HttpResponse:
+    """The member's archived conversations, page by page (``?before=``)."""
+    sidebar = selectors.conversation_list(user=request.user, before=request.GET.get("before"),
+                                          archived=True)
+    return render(request, "conversations/list.html", {
+        "heading": _("Archived chats"), "sidebar": sidebar,
+        "empty": _("No archived chats. Archive a chat from its page to hide it here."),
+    })
+
+
+@require_GET
+@login_required
+def shared_list(request: HttpRequest) -> HttpResponse:
+    """The conversations others share with the member or with one of their teams."""
+    return render(request, "conversations/list.html", {
+        "heading": _("Shared with me"), "shared": selectors.shared_with(user=request.user),
+        "empty": _("Nobody has shared a chat with you yet."),
+    })
+
+
+@require_GET
+@login_required
+def shared_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A conversation shared with the member, read-only: the messages as its owner sees them,
+    without the owner's controls. Its owner is sent to their own page of it."""
+    conversation = selectors.shared_get(user=request.user, pk=pk)
+    if conversation.owner_id == request.user.pk:
+        return redirect("conversations:detail", pk=pk)
+    sidebar = _sidebar(request)
+    if isinstance(sidebar, HttpResponse):
+        return sidebar
+    chat_messages = selectors.message_rows(conversation=conversation)
+    return render(request, "conversations/chat.html", {
+        "conversation": conversation, "readonly": True, "sidebar": sidebar,
+        "chat_messages": chat_messages,
+        "messages_html": fragments.render_messages(request, chat_messages, readonly=True),
+    })
+
+
+@require_POST
+@login_required
+def shared_copy(request: HttpRequest, pk: int) -> HttpResponse:
+    """Continue a conversation shared with the member as their own copy, and open it."""
+    conversation = selectors.shared_get(user=request.user, pk=pk)
+    copy = services.conversation_copy(conversation=conversation, owner=request.user)
+    messages.success(request, _("This is your copy: continue the conversation here."))
+    return redirect("conversations:detail", pk=copy.pk)
+
+
+@require_POST
+@login_required
+def conversation_share(request: HttpRequest, pk: int) -> HttpResponse:
+    """Share the conversation read-only with one of the member's teams and/or named members."""
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    url = reverse("conversations:detail", args=[conversation.pk]) + "#share"
+    form = ShareForm(request.POST, user=request.user)
+    if not form.is_valid():
+        return _refused(request, url, ValidationError([
+            f"{form.fields[name].label}: {error}" if name in form.fields else error
+            for name, errors in form.errors.items() for error in errors
+        ]))
+    team = form.cleaned_data["team"]
+    try:
+        services.share_create(conversation=conversation, by=request.user,
+                              teams=[team] if team else [], users=form.cleaned_data["usernames"])
+    except ValidationError as error:
+        return _refused(request, url, error)
+    messages.success(request, _("Shared: they find it under “Shared with me”."))
+    return redirect(url)
+
+
+@require_POST
+@login_required
+def conversation_unshare(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop sharing the conversation with one team or member (``share``): at once."""
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    share_id = request.POST.get("share", "")
+    share = (Share.objects.filter(pk=int(share_id), conversation=conversation)
+             .select_related("team", "user", "conversation__owner").first()
+             if share_id.isdigit() and len(share_id) < 19 else None)
+    url = reverse("conversations:detail", args=[conversation.pk]) + "#share"
+    if share is None:
+        return _refused(request, url, ValidationError(_("It was not shared with them.")))
+    services.share_revoke(share=share)
+    messages.info(request, _("No longer shared with %(name)s.") % {"name": share})
+    return redirect(url)
+
+
+@require_GET
+@login_required
+def conversations_export_all(request: HttpRequest) -> StreamingHttpResponse:
+    """Download all the member's conversations as one ZIP archive, streamed."""
+    return archive.response(Conversation.objects.owned_by(request.user),
+                            username=request.user.get_username())
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def conversations_import(request: HttpRequest) -> HttpResponse:
+    """Import conversations from a file: chatsite's own export or ChatGPT's."""
+    form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.conversations_import(
+                owner=request.user, conversations=imports.read(form.cleaned_data["file"]))
+        except ValidationError as error:
+            form.add_error("file", error)
+        else:
+            notice = ngettext("Imported %(count)s conversation.",
+                              "Imported %(count)s conversations.", result.imported)
+            if result.skipped:
+                notice += " " + ngettext(
+                    "%(skipped)s had been imported before and was left as it is.",
+                    "%(skipped)s had been imported before and were left as they are.",
+                    result.skipped)
+            messages.success(request, notice % {"count": result.imported,
+                                                "skipped": result.skipped})
+            return redirect("conversations:home")
+    return render(request, "conversations/import.html", {
+        "form": form, "max_size": imports.max_bytes(),
+    }, status=400 if form.errors else 200)
 
 
 @require_http_methods(["GET", "POST"])

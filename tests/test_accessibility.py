@@ -147,6 +147,7 @@ def test_member_pages_have_no_serious_or_critical_axe_violations(
     check("usage page", "/usage/")
     page.get_by_text("Tokens by day as a table").click()
     check("usage page, days table open")
+    check("import page", "/import/")
     check("password change page", "/accounts/password_change/")
     page.get_by_label("Old password").fill(PASSWORD)
     page.get_by_label("New password", exact=True).fill("a new and longer passphrase")

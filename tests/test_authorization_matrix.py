@@ -4,7 +4,8 @@
 four visitors: nobody logged in, the member who owns the conversation in the URL, another
 member, and a superuser who does not own it (operators read conversations in the admin, not in
 the chat pages). The URL list is walked from ``get_resolver()``, so a URL added without a line
-here fails ``test_every_url_has_an_authorization_expectation``.
+here fails ``test_every_url_has_an_authorization_expectation``. A fifth visitor, a member the
+conversation is shared with, gets what another member gets except where ``RECIPIENT`` says.
 
 The Django admin is checked as one group rather than listed URL by URL: its URLs are generated
 per registered model (auth, axes and our own models make about ninety), and a table of them
@@ -36,7 +37,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from conftest import PASSWORD, SECRETS, SEEN, wait_for
-from conversations.models import ApiKey, Conversation, Message
+from conversations.models import ApiKey, Conversation, Message, Share
 from tests.helpers import is_admin, url_patterns
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +73,12 @@ EXPECTED: dict[str, dict[str, tuple]] = {
     # The chat pages.
     "conversations:home": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
     "conversations:usage": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    # Search: in the visitor's own conversations only (test_search_finds_only_...).
+    "conversations:search": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    # Export and import: each member's own conversations, whoever asks (an empty archive for
+    # someone without any); an import without a file is refused with the form's error.
+    "conversations:export-all": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    "conversations:import": members((LOGIN, LOGIN), (200, 400), (200, 400), (200, 400)),
     # The member's own colour theme: their own setting, nobody else's.
     "conversations:theme": members((405, LOGIN), (405, REDIRECT), (405, REDIRECT), (405, REDIRECT)),
     # A member's own preset: saved for whoever posts it, never for anyone else.
@@ -85,6 +92,18 @@ EXPECTED: dict[str, dict[str, tuple]] = {
     "conversations:rename": OWNED_ACTION,
     "conversations:delete": members(
         (LOGIN, LOGIN), (200, REDIRECT), (404, 404), (404, 404)),
+    # The sidebar: pin and archive one's own conversation; the archived ones, one's own.
+    "conversations:pin": OWNED_ACTION,
+    "conversations:archive": OWNED_ACTION,
+    "conversations:archived": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    # Sharing: only the owner shares and revokes; what is shared with a member is theirs to
+    # list. A shared conversation's page and copy answer its recipients (RECIPIENT below) and
+    # are a 404 for everyone else; its owner is sent to their own page (and may copy it).
+    "conversations:share": OWNED_ACTION,
+    "conversations:unshare": OWNED_ACTION,
+    "conversations:shared": members((LOGIN, 405), (200, 405), (200, 405), (200, 405)),
+    "conversations:shared-detail": members((LOGIN, 405), (REDIRECT, 405), (404, 405), (404, 405)),
+    "conversations:shared-copy": OWNED_ACTION,
     # The stream answers anonymous visitors with a 404, not a login page: EventSource cannot
     # follow a login, and a 404 says nothing about whether the reply exists.
     "conversations:message-stream": members((404, 405), (200, 405), (404, 405), (404, 405)),
@@ -108,7 +127,9 @@ EXPECTED: dict[str, dict[str, tuple]] = {
 OWNED_OBJECT_URLS = {
     "conversations:detail", "conversations:export", "conversations:message-create", "conversations:rename",
     "conversations:delete", "conversations:message-stream", "conversations:message-stop",
-    "conversations:message-retry", "conversations:message-edit",
+    "conversations:message-retry", "conversations:message-edit", "conversations:pin",
+    "conversations:archive", "conversations:share", "conversations:unshare",
+    "conversations:shared-detail", "conversations:shared-copy",
 }
 # POSTs that start a reply (in a background thread) when they succeed.
 STARTS_REPLY = {
@@ -185,7 +206,9 @@ def visitors(user, other_user, superuser) -> dict[str, Callable[[], Client]]:
 def url_for(name: str, owned: dict, user) -> str:
     kwargs: dict = {}
     if name in {"conversations:detail", "conversations:export", "conversations:message-create",
-                "conversations:rename", "conversations:delete"}:
+                "conversations:rename", "conversations:delete", "conversations:pin",
+                "conversations:archive", "conversations:share", "conversations:unshare",
+                "conversations:shared-detail", "conversations:shared-copy"}:
         kwargs = {"pk": owned["conversation"].pk}
     elif name in {"conversations:message-stream", "conversations:message-stop",
                   "conversations:message-retry"}:
@@ -226,7 +249,7 @@ def body_of(response) -> str:
 
         content = async_to_sync(read)() if response.is_async else b"".join(response)
         SEEN.add(f"stream of {response.request['PATH_INFO']}", content)
-        return content.decode()
+        return content.decode(errors="replace")  # an archive is binary
     return response.content.decode()
 
 
@@ -283,6 +306,47 @@ def test_url_answers_each_visitor_as_expected_and_leaks_nothing(
             assert snapshot() == before, f"{role}'s {method.upper()} {path} changed the database"
         if role != "owner" and name in OWNED_OBJECT_URLS:
             assert fake_upstream.chat_requests == [], f"{role} started a reply through {path}"
+
+
+# What a member the owner's conversation is shared with gets, where it differs from what another
+# member gets: they read it (its page, its live reply) and copy it, and nothing more.
+RECIPIENT = {
+    "conversations:shared-detail": (200, 405),
+    "conversations:shared-copy": (405, REDIRECT),
+    "conversations:message-stream": (200, 405),
+}
+RECIPIENT_READS = {*RECIPIENT, "conversations:shared"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[IN_TRANSACTIONS] if name in STARTS_REPLY
+                 | {"conversations:message-stream"} else []) for name in EXPECTED
+])
+def test_a_recipient_reads_a_shared_conversation_and_nothing_more(
+    name, visitors, owned, user, other_user, api_key, fake_upstream
+):
+    Share.objects.create(conversation=owned["conversation"], user=other_user, created_by=user)
+    path = url_for(name, owned, user)
+    expected_get, expected_post = RECIPIENT.get(name, EXPECTED[name]["other"])
+    for method, expected in (("get", expected_get), ("post", expected_post)):
+        owners_before = owners_rows(user)
+        data = post_data(name, api_key) if method == "post" else {}
+
+        response = getattr(visitors["other"](), method)(path, data)
+        body = body_of(response)
+        wait_for(replies_finished, 10)
+
+        assert outcome(response, path) == expected, (
+            f"{method.upper()} {path} as a recipient: {response.status_code} "
+            f"{response.get('Location', '')}"
+        )
+        assert owners_rows(user) == owners_before, f"a recipient's {method.upper()} {path} " \
+            "changed the owner's conversation"
+        if name not in RECIPIENT_READS:
+            leaked = [text for text in (TITLE, QUESTION, ANSWER) if text in body]
+            assert not leaked, f"{method.upper()} {path} showed a recipient {leaked}"
+    if name in OWNED_OBJECT_URLS:
+        assert fake_upstream.chat_requests == [], f"a recipient started a reply through {path}"
 
 
 @IN_TRANSACTIONS
@@ -384,6 +448,18 @@ def test_superuser_reads_conversations_in_the_admin_not_in_the_chat(visitors, ow
     page = admin.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
     assert page.status_code == 200 and TITLE in page.content.decode()
     assert admin.get(f"/c/{conversation.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["Surprise party", "cake", "Bob", "ca", "o"])
+def test_search_finds_only_the_visitors_own_conversations(visitors, owned, query):
+    link = f"/c/{owned['conversation'].pk}/"
+    owner = visitors["owner"]().get("/search/", {"q": query}).content.decode()
+    assert link in owner and "<mark>" in owner
+
+    for role in ("other", "admin"):
+        page = visitors[role]().get("/search/", {"q": query}).content.decode()
+        assert link not in page and "<mark>" not in page, role
+        assert not any(text in page for text in (TITLE, QUESTION, ANSWER)), role
 
 
 @pytest.fixture

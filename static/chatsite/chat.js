@@ -285,6 +285,23 @@
     if (event.key === "Escape") setMenu(false);
   });
 
+  // "Share" opens the conversation's sharing section; without JavaScript it is always shown.
+  function enableShareToggle() {
+    var toggle = document.querySelector(".share-toggle");
+    var section = document.getElementById("share");
+    if (!toggle || !section) return;
+    var open = window.location.hash === "#share";
+    section.hidden = !open;
+    toggle.hidden = false;
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    toggle.addEventListener("click", function () {
+      section.hidden = !section.hidden;
+      toggle.setAttribute("aria-expanded", section.hidden ? "false" : "true");
+      if (!section.hidden) section.querySelector("select, input:not([type=hidden])").focus();
+    });
+  }
+  document.addEventListener("DOMContentLoaded", enableShareToggle);
+
   // The "Dark mode" switch of a member who has not chosen shows what the system shows.
   function showSystemTheme() {
     var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
@@ -302,6 +319,14 @@
     enableMessageCopy(document);
     updateComposer();
     watchScrolling();
-    scrollToEnd();
+    // Opened at a message (a search result links to #message-<id>): show it, not the end.
+    var target = window.location.hash.slice(1);
+    var message = target && document.getElementById(target);
+    if (message && message.classList.contains("message")) {
+      following = false;
+      message.scrollIntoView({block: "center"});
+    } else {
+      scrollToEnd();
+    }
   });
 })();

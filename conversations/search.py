@@ -1,0 +1,205 @@
+"""Search in conversations: titles and message text, in any script, with highlighted snippets.
+
+Korean attaches particles to its words (``검색을``, ``검색이``) and Chinese puts no spaces between
+them, so whole-word matching cannot find ``검색`` or ``搜索``: the query is found as a substring,
+ignoring case. Indexes make that fast (migration 0011_search): on SQLite a contentless FTS5
+table with the trigram tokenizer over message text, kept in step by triggers; on PostgreSQL
+pg_trgm GIN indexes, which serve ``ILIKE '%…%'``.
+
+Trigrams need three characters. On SQLite a shorter query is looked up among the index's terms
+(the trigrams that begin with it). PostgreSQL's trigram index cannot serve it: there it is
+matched by ``ILIKE`` alone, newest message first, stopping at the first page of results; so is
+a short query too common for the terms to pay on SQLite (more than ``MAX_TERMS``). That scan is
+bounded by the conversations searched (one member's), which is why it is acceptable; a rare
+short query on PostgreSQL still reads all of them (``docs/performance.md``, "Search"). Titles
+are matched by ``LIKE``/``ILIKE`` within the member's conversations (found through the owner
+index): a member's titles are few next to their messages.
+
+``search`` takes the conversations to search as a queryset, so the caller decides whose are
+searched (``selectors.search``: the member's own and those shared with them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, connections
+from django.db.models import F, Lookup, QuerySet, Value
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from . import text
+from .models import Conversation, Message
+
+MAX_QUERY_CHARS = 200  # longer queries are cut: nobody types more, and it bounds the work
+MESSAGE_RESULTS = 50
+TITLE_RESULTS = 20
+SNIPPET_CHARS = 160
+TRIGRAM = 3  # the shortest query the indexes serve
+FTS_TABLE = "conversations_message_search"
+MAX_TERMS = 256  # a shorter query matching more index terms is common: scanning finds it soon
+# SQLite's triggers that keep the index in step with the message table, as 0011_search made
+# them. Each text is indexed with two newlines after it, so every occurrence of a one- or
+# two-character query begins a trigram. Django rebuilds a SQLite table for most schema changes,
+# dropping its triggers: ``repair_index`` (after every migrate) puts them back.
+_INDEXED = f"INSERT INTO {FTS_TABLE}(rowid, content) VALUES (new.id, new.content || char(10, 10));"
+_UNINDEXED = (f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) "
+              "VALUES ('delete', old.id, old.content || char(10, 10));")
+SQLITE_TRIGGERS = {
+    f"{FTS_TABLE}_insert": f"AFTER INSERT ON conversations_message BEGIN {_INDEXED} END",
+    f"{FTS_TABLE}_delete": f"AFTER DELETE ON conversations_message BEGIN {_UNINDEXED} END",
+    f"{FTS_TABLE}_update": "AFTER UPDATE OF content ON conversations_message "
+    f"WHEN old.content IS NOT new.content BEGIN {_UNINDEXED} {_INDEXED} END",
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: a conversation whose title matched (``message_id`` None) or one of its
+    messages, with the title and the snippet highlighted (escaped, ``<mark>`` around matches)."""
+
+    conversation_id: int
+    title: SafeString
+    message_id: int | None
+    snippet: SafeString
+    at: datetime
+    shared: bool = False  # another member's conversation, shared with the searcher
+
+
+class _Holds(Lookup):
+    """``lhs`` holds the LIKE pattern ``rhs``, ignoring case: ``ILIKE`` on PostgreSQL (which its
+    trigram index serves; Django's ``icontains`` compares ``UPPER()``, which it does not),
+    ``LIKE`` on SQLite (case-insensitive for ASCII)."""
+
+    lookup_name = "holds"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        operator = "ILIKE" if connection.vendor == "postgresql" else "LIKE"
+        return f"{lhs} {operator} {rhs} ESCAPE '\\'", [*lhs_params, *rhs_params]
+
+
+def repair_index(*, using: str = "default", **kwargs) -> bool:
+    """Recreate SQLite's index triggers if a table rebuild dropped them, and rebuild the index
+    from the messages; return whether it had to. (A ``post_migrate`` receiver.)"""
+    database = connections[using]
+    if database.vendor != "sqlite":
+        return False
+    with database.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE name IN (%s, %s, %s, %s)",
+                       [FTS_TABLE, *SQLITE_TRIGGERS])
+        present = {name for (name,) in cursor.fetchall()}
+        if FTS_TABLE not in present or present >= set(SQLITE_TRIGGERS):
+            return False
+        for name, definition in SQLITE_TRIGGERS.items():
+            cursor.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {definition}")
+        cursor.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('delete-all')")
+        cursor.execute(f"INSERT INTO {FTS_TABLE}(rowid, content) "
+                       "SELECT id, content || char(10, 10) FROM conversations_message")
+    return True
+
+
+def normalize(query: str) -> str:
+    """Return the query as searched: storable (no NUL), whitespace collapsed, at most
+    ``MAX_QUERY_CHARS`` long."""
+    return " ".join(text.clean(query or "").split())[:MAX_QUERY_CHARS]
+
+
+def _like_pattern(query: str) -> str:
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _fts_phrase(query: str) -> str:
+    """Return ``query`` as one FTS5 phrase: its operators (``NEAR``, ``*``, ``-``, ``"``) are
+    text to find, not syntax."""
+    return '"' + query.replace('"', '""') + '"'
+
+
+def _holding(field: str, query: str) -> _Holds:
+    return _Holds(F(field), Value(_like_pattern(query)))
+
+
+def _matching_messages(conversations: QuerySet[Conversation], query: str) -> QuerySet[Message]:
+    if connection.vendor == "sqlite":
+        # Found within ``conversations`` already; filtering on them again here would make
+        # SQLite walk their messages rather than look up these few.
+        return Message.objects.filter(pk__in=_sqlite_message_ids(conversations, query))
+    return Message.objects.filter(conversation__in=conversations.values("pk")).filter(
+        _holding("content", query))
+
+
+def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str) -> list[int]:
+    """Return the ids of the newest messages in ``conversations`` holding ``query``, from the
+    trigram index: the query as a phrase, or, shorter than a trigram, the index terms (trigrams)
+    that begin with it, which every occurrence begins (thanks to the two newlines after each
+    text). Too many terms: the query is common, and scanning newest first finds enough soon."""
+    match = _fts_phrase(query)
+    if len(query) < TRIGRAM:
+        # The tokenizer folds case as str.lower() does (for all but a few letters).
+        start = query.lower()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT term FROM {FTS_TABLE}_terms WHERE term >= %s AND term < %s "
+                           "LIMIT %s", [start, start + "\U0010ffff", MAX_TERMS + 1])
+            terms = [term for (term,) in cursor.fetchall()]
+        if not terms:
+            return []
+        match = " OR ".join(map(_fts_phrase, terms)) if len(terms) <= MAX_TERMS else None
+    scope, scope_params = conversations.order_by().values("pk").query.sql_with_params()
+    if match is not None:
+        found, params = f"id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)", [match]
+    else:
+        found, params = "content LIKE %s ESCAPE '\\'", [_like_pattern(query)]
+    # "+conversation_id": not through the conversation index, so the scan goes newest first and
+    # stops at the limit.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM conversations_message WHERE {found} "
+                       f"AND +conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
+                       [*params, *scope_params, MESSAGE_RESULTS])
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+def search(*, conversations: QuerySet[Conversation], query: str) -> list[Hit]:
+    """Return what matches ``query`` in ``conversations``: the conversations whose title holds
+    it (most recently active first), then the messages that hold it (newest first)."""
+    query = normalize(query)
+    if not query:
+        return []
+    pattern = re.compile(re.escape(query), re.IGNORECASE)
+    titled = conversations.filter(_holding("title", query)).order_by("-updated_at", "-pk")
+    hits = [
+        Hit(conversation.pk, highlight(str(conversation), pattern), None, SafeString(""),
+            conversation.updated_at)
+        for conversation in titled.only("id", "title", "updated_at")[:TITLE_RESULTS]
+    ]
+    messages = (_matching_messages(conversations, query).select_related("conversation")
+                .only("pk", "content", "created_at", "conversation__id", "conversation__title")
+                .order_by("-pk")[:MESSAGE_RESULTS])
+    hits += [
+        Hit(message.conversation.pk, highlight(str(message.conversation), pattern), message.pk,
+            highlight(message.content, pattern, SNIPPET_CHARS), message.created_at)
+        for message in messages
+    ]
+    return hits
+
+
+def highlight(value: str, pattern: re.Pattern, width: int | None = None) -> SafeString:
+    """Return ``value`` escaped with ``<mark>`` around each match of ``pattern``; with
+    ``width``, only about that many characters around the first match, whitespace collapsed."""
+    if width is not None:
+        value = " ".join(value.split())
+        first = pattern.search(value)
+        start = max(0, first.start() - width // 3) if first else 0
+        end = max(start + width, first.end() if first else 0)
+        value = ("…" if start else "") + value[start:end] + ("…" if end < len(value) else "")
+    parts, position = [], 0
+    for match in pattern.finditer(value):
+        parts += [escape(value[position:match.start()]), "<mark>", escape(match.group()),
+                  "</mark>"]
+        position = match.end()
+    parts.append(escape(value[position:]))
+    return mark_safe("".join(parts))  # every piece of ``value`` went through escape()
