@@ -25,6 +25,7 @@ modest context window, no price, no provider-specific parameters.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -149,9 +150,11 @@ def _matches(model: str, prefix: str) -> bool:
                                and not model[len(prefix)].isalnum())
 
 
+@functools.lru_cache(maxsize=4096)
 def defaults_for(model: str) -> Defaults:
     """Return the defaults of ``model``: its family's, priced only for the ids sold at that
-    price; ``UNKNOWN`` for a model of no family."""
+    price; ``UNKNOWN`` for a model of no family. Kept per model id: a page lists every model of
+    every key (a provider lists a hundred), and the table does not change while the site runs."""
     model_id = model.strip().lower()
     fine_tuned = model_id.startswith(FINE_TUNED)
     base = model_id[len(FINE_TUNED):].split(":", 1)[0] if fine_tuned else model_id
