@@ -649,7 +649,7 @@ def test_a_preset_fills_in_the_chat_settings_which_reach_the_upstream_and_show_o
 
     preset.select_option(label="Brief (yours)")
     assert (instructions.input_value(), maximum.input_value()) == ("Be brief.", "40")
-    assert float(temperature.input_value()) == 0.7
+    assert temperature.input_value() == "0.7"  # as written, not "0.70"
     assert page.get_by_label("Model").evaluate("s => s.selectedOptions[0].text") == "gpt-4o"
     temperature.fill("0.3")  # the member's own change to the preset
     send(page, "Summarise the meeting")
