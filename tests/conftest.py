@@ -28,6 +28,7 @@ from django.test import Client
 from conversations import middleware, replies, services
 from conversations.logging import MaskSecretsFilter
 from devtools.fake_upstream import FakeUpstream
+from tests.helpers import SCREENS
 
 SECRETS: set[str] = set()
 PASSWORD = "correct horse battery staple"
@@ -283,6 +284,20 @@ def page(browser, live_url):
             pass
     context.close()
     assert not errors, f"JavaScript errors or policy violations on the page: {errors}"
+
+
+@pytest.fixture(params=sorted(SCREENS))
+def screen(request, browser, live_url):
+    """A page on one of two screens, a desktop in light colours or a phone in dark ones: together
+    they cover both sizes and both schemes (axe-core runs in all four, test_accessibility.py).
+    Fails the test on any JavaScript error or Content-Security-Policy violation."""
+    context = browser.new_context(base_url=live_url, accept_downloads=True,
+                                  **SCREENS[request.param])
+    tab = context.new_page()
+    errors = watch(tab)
+    yield tab
+    context.close()
+    assert not errors, errors
 
 
 def watch(page) -> list[str]:

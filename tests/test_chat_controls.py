@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_for
 from conversations.models import Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import PHONE, SCREENS, finished_reply, send_message
+from tests.helpers import PHONE, finished_reply, send_message
 from tests.helpers import page as parse
 
 IN_TRANSACTIONS = pytest.mark.django_db(transaction=True)
@@ -123,20 +123,7 @@ def test_change_password_is_in_the_sites_own_look(alice):
 #
 # Each behaviour is checked on two screens, a desktop in light colours and a phone in dark ones:
 # together they cover both sizes and both schemes (axe-core runs in all four combinations,
-# test_accessibility.py).
-
-
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
+# test_accessibility.py). The ``screen`` fixture (conftest.py) gives the page.
 
 
 HOME = re.compile(r"^http://[^/]+/$")  # a new chat

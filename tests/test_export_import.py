@@ -21,7 +21,6 @@ from django.test import Client
 from conftest import PASSWORD
 from conversations.models import AuditEvent, Conversation, Message, UsageDaily
 from conversations.rendering import VERSION
-from tests.helpers import SCREENS
 from tests.helpers import page as parse
 
 pytestmark = pytest.mark.django_db
@@ -510,19 +509,6 @@ def test_the_admin_export_takes_one_member_at_a_time(auditor, user, other_user, 
 
 # -- in the browser ------------------------------------------------------------------------------
 
-
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, accept_downloads=True,
-                                  **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
 
 
 @pytest.mark.browser

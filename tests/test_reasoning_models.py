@@ -22,7 +22,7 @@ from conftest import wait_for
 from conversations import catalog, payload
 from conversations.models import CatalogModel, Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import SCREENS, finished_reply
+from tests.helpers import finished_reply
 from tests.helpers import page as parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -332,18 +332,6 @@ def test_a_reasoning_reply_says_it_is_thinking_a_plain_one_that_it_waits(alice, 
 
 # -- in the browser ------------------------------------------------------------------------------
 
-
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
 
 
 def send(page, text: str) -> None:

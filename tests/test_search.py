@@ -18,7 +18,7 @@ from django.urls import reverse
 from conversations import search
 from conversations.models import Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import SCREENS, finished_reply, send_message
+from tests.helpers import finished_reply, send_message
 from tests.helpers import page as parse
 
 pytestmark = pytest.mark.django_db
@@ -274,18 +274,6 @@ def test_a_reply_streamed_by_the_reply_engine_is_found_once_it_finishes(
 
 # -- In the browser ---------------------------------------------------------------------------
 
-
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
 
 
 @pytest.mark.browser

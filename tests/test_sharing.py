@@ -302,18 +302,6 @@ def test_a_recipient_watches_a_reply_live_and_a_non_recipient_gets_a_404(
 # -- in the browser ----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
-
 
 @pytest.mark.browser
 def test_share_read_continue_and_revoke_in_the_browser(screen, browser, live_url, user, bob,

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from conversations import selectors
 from conversations.models import Conversation, Message
-from tests.helpers import PHONE, SCREENS
+from tests.helpers import PHONE
 from tests.helpers import page as parse
 
 pytestmark = pytest.mark.django_db
@@ -265,18 +265,6 @@ def test_pin_and_archive_without_a_csrf_token_are_refused(user, action):
 
 # -- in the browser ----------------------------------------------------------------------------
 
-
-@pytest.fixture(params=sorted(SCREENS))
-def screen(request, browser, live_url):
-    """A page at a desktop size in light colours, or a phone's in dark."""
-    from conftest import watch
-
-    context = browser.new_context(base_url=live_url, **SCREENS[request.param])
-    tab = context.new_page()
-    errors = watch(tab)
-    yield tab
-    context.close()
-    assert not errors, errors
 
 
 def navigation(page):
