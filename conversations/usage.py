@@ -6,7 +6,7 @@ project, model), so usage pages and budget checks read a few aggregate rows inst
 messages. When the upstream sent no usage chunk, the figures are estimated from the text (about
 four bytes of UTF-8 a token) and counted as estimated, in tokens and in cost.
 
-A reply's cost comes from its model's prices in the catalog when it finishes; the prices used are
+A reply's cost comes from its model's prices in the catalog when it was sent; the prices used are
 kept with the reply, so a later price change does not rewrite history. A model without a price
 costs nothing known: its replies are counted as "without a price", never as zero.
 """
@@ -103,25 +103,16 @@ class Prices:
         return (spent / PER_MILLION).quantize(COST_PLACES)
 
 
-def prices_for(message: Message) -> Prices | None:
-    """The prices of the reply's model now (from the catalog), or None without a price."""
-    if message.api_key_id is None or not message.model:
-        return None
-    from . import catalog
-
-    return Prices.of(catalog.spec_for(message.api_key_id, message.model))
-
-
-def charge(message: Message, prompt_estimate: int) -> dict:
+def charge(message: Message, prompt_estimate: int, prices: Prices | None) -> dict:
     """Return the fields that account a finished reply — its estimated tokens where the upstream
-    sent none, its cost and the prices it was costed at — and set them on ``message``, so that
-    the reply's final write stores them with the rest."""
+    sent none, its cost at ``prices`` (its model's when the reply was sent; None: no price) and
+    those prices — and set them on ``message``, so that the reply's final write stores them with
+    the rest."""
     tokens = tokens_for(message, prompt_estimate)
     fields = {}
     if tokens.estimated:
         fields.update(prompt_tokens=tokens.prompt, completion_tokens=tokens.completion,
                       total_tokens=tokens.total, usage_estimated=True)
-    prices = prices_for(message)
     if prices is not None:
         fields.update(cost=prices.cost(tokens), cost_currency=settings.CHATSITE_CURRENCY,
                       price_input=prices.input, price_cached_input=prices.cached_input,

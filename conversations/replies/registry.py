@@ -32,6 +32,7 @@ class LiveReply:
         self.upstream_called = False  # whether a request was sent upstream
         self.refused = False  # the provider refused it before any text: nothing to charge
         self.prompt_estimate = 0
+        self.prices = None  # its model's prices when it was sent (usage.Prices), for its cost
         self.relay = None  # where text goes for viewers in other processes
 
     def append(self, text: str) -> None:

@@ -156,6 +156,7 @@ def _stream(reply: LiveReply, credentials: crypto.Credentials, message: Message)
     spec = catalog.spec_for(message.api_key, message.model)
     request = payload.request_for(message, spec)
     reply.prompt_estimate = request.prompt_estimate
+    reply.prices = usage_records.Prices.of(spec)
     if request.omitted:  # the page tells the member, from now on and after any reload
         message.context_omitted = request.omitted
         leases.with_db_retries(
@@ -270,7 +271,7 @@ def _finish(
             for name, value in fields.items():
                 setattr(accounted, name, value)
             # Estimated tokens, cost and the prices used: stored in the same final write.
-            charges = usage_records.charge(accounted, reply.prompt_estimate)
+            charges = usage_records.charge(accounted, reply.prompt_estimate, reply.prices)
         finished = Message.objects.filter(
             pk=reply.message_id, status__in=Message.UNFINISHED
         ).update(**fields, **charges)
