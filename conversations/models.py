@@ -194,20 +194,10 @@ class ReasoningEffort(models.TextChoices):
     HIGH = "high", _("High")
 
 
-class ConversationQuerySet(models.QuerySet):
-    def owned_by(self, user) -> ConversationQuerySet:
-        return self.filter(owner=user)
+class ChatSettings(models.Model):
+    """The settings a chat sends with each reply beside its instructions: a conversation's, and
+    a preset's to start one with (empty: the model's default)."""
 
-
-class Conversation(models.Model):
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
-    )
-    title = models.CharField(_("title"), max_length=200, blank=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
-    model = models.CharField(_("model"), max_length=200, blank=True)
-    # The member's settings, sent with every reply from the next one on.
-    system_prompt = models.TextField(_("instructions"), blank=True)
     temperature = models.DecimalField(
         _("temperature"), max_digits=3, decimal_places=2, null=True, blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(2)],
@@ -217,6 +207,25 @@ class Conversation(models.Model):
     )
     reasoning_effort = models.CharField(_("reasoning effort"), max_length=8, blank=True,
                                         choices=ReasoningEffort.choices)
+
+    class Meta:
+        abstract = True
+
+
+class ConversationQuerySet(models.QuerySet):
+    def owned_by(self, user) -> ConversationQuerySet:
+        return self.filter(owner=user)
+
+
+class Conversation(ChatSettings):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    # The member's settings, sent with every reply from the next one on.
+    system_prompt = models.TextField(_("instructions"), blank=True)
     # Where an imported conversation came from (its id in the file), so importing the same file
     # again adds nothing; empty for conversations started here.
     import_source = models.CharField(_("imported from"), max_length=200, blank=True,
@@ -396,7 +405,7 @@ class PresetQuerySet(models.QuerySet):
         return self.filter(models.Q(owner=user) | site).distinct()
 
 
-class Preset(models.Model):
+class Preset(ChatSettings):
     """A named way to start a chat: a model and the chat settings. An administrator's preset is
     granted to teams (or everyone) the way keys are; a member's own is theirs alone."""
 
@@ -410,15 +419,6 @@ class Preset(models.Model):
                                 verbose_name=_("API key"))
     model = models.CharField(_("model"), max_length=200, blank=True)
     instructions = models.TextField(_("instructions"), blank=True)
-    temperature = models.DecimalField(
-        _("temperature"), max_digits=3, decimal_places=2, null=True, blank=True,
-        validators=[MinValueValidator(0), MaxValueValidator(2)],
-    )
-    max_output_tokens = models.PositiveIntegerField(
-        _("maximum length"), null=True, blank=True, validators=[MinValueValidator(1)],
-    )
-    reasoning_effort = models.CharField(_("reasoning effort"), max_length=8, blank=True,
-                                        choices=ReasoningEffort.choices)
     everyone = models.BooleanField(_("available to everyone"), default=False)
     teams = models.ManyToManyField(Group, blank=True, related_name="presets",
                                    verbose_name=_("teams"))
