@@ -7,11 +7,10 @@ table with the trigram tokenizer over message text, kept in step by triggers; on
 pg_trgm GIN indexes, which serve ``ILIKE '%…%'``.
 
 Trigrams need three characters. On SQLite a shorter query is looked up among the index's terms
-(the trigrams that begin with it). PostgreSQL's trigram index cannot serve it: there it is
-matched by ``ILIKE`` alone, newest message first, stopping at the first page of results; so is
-a short query too common for the terms to pay on SQLite (more than ``MAX_TERMS``). That scan is
-bounded by the conversations searched (one member's), which is why it is acceptable; a rare
-short query on PostgreSQL still reads all of them (``docs/performance.md``, "Search"). Titles
+(the trigrams that begin with it); one too common for the terms to pay (more than ``MAX_TERMS``)
+is matched by ``LIKE``, newest message first, stopping at the first page of results. On
+PostgreSQL each finished message keeps its pieces (its distinct characters and pairs of
+characters) in a GIN-indexed column a trigger fills (0015_short_query_pieces). Titles
 are matched by ``LIKE``/``ILIKE`` within the member's conversations (found through the owner
 index): a member's titles are few next to their messages.
 
@@ -40,6 +39,7 @@ SNIPPET_CHARS = 160
 TRIGRAM = 3  # the shortest query the indexes serve
 FTS_TABLE = "conversations_message_search"
 MAX_TERMS = 256  # a shorter query matching more index terms is common: scanning finds it soon
+COMMON_PIECES = 200  # PostgreSQL: a short query held by more messages is common, likewise
 # SQLite's triggers that keep the index in step with the message table, as 0011_search made
 # them. Each text is indexed with two newlines after it, so every occurrence of a one- or
 # two-character query begins a trigram. Django rebuilds a SQLite table for most schema changes,
@@ -129,8 +129,44 @@ def _matching_messages(conversations: QuerySet[Conversation], query: str) -> Que
         # Found within ``conversations`` already; filtering on them again here would make
         # SQLite walk their messages rather than look up these few.
         return Message.objects.filter(pk__in=_sqlite_message_ids(conversations, query))
+    if len(query) < TRIGRAM:
+        return Message.objects.filter(pk__in=_postgresql_short_ids(conversations, query))
     return Message.objects.filter(conversation__in=conversations.values("pk")).filter(
         _holding("content", query))
+
+
+def _postgresql_short_ids(conversations: QuerySet[Conversation], query: str) -> list[int]:
+    """Return the ids of the newest messages in ``conversations`` holding ``query``, one or two
+    characters long, on PostgreSQL: finished messages through their pieces (0015_short_query_pieces:
+    the distinct characters and pairs of each text, lower-cased, in a GIN index), the others
+    (replies being written) by ``ILIKE`` among the few rows without pieces.
+
+    A rare query is answered from the index alone. A common one (more than ``COMMON_PIECES``
+    messages hold it) is found sooner by reading messages newest first, stopping at the first
+    page of results: the index would hand over every message holding it, to be sorted."""
+    scope, scope_params = conversations.order_by().values("pk").query.sql_with_params()
+    piece = "search_pieces @> ARRAY[lower(%s)]"
+    unindexed = "(search_pieces IS NULL AND content ILIKE %s ESCAPE '\\')"
+    pattern = _like_pattern(query)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM conversations_message WHERE {piece} "
+                       "LIMIT %s) AS holding", [query, COMMON_PIECES + 1])
+        if cursor.fetchone()[0] > COMMON_PIECES:
+            cursor.execute(
+                f"SELECT id FROM conversations_message WHERE ({piece} OR {unindexed}) "
+                f"AND conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
+                [query, pattern, *scope_params, MESSAGE_RESULTS])
+        else:
+            # MATERIALIZED: the index finds the few holding it first, whatever the planner
+            # guesses of how soon a scan in id order would meet them.
+            cursor.execute(
+                "WITH holding AS MATERIALIZED (SELECT id, conversation_id FROM "
+                f"conversations_message WHERE {piece}) "
+                f"SELECT id FROM holding WHERE conversation_id IN ({scope}) UNION ALL "
+                f"SELECT id FROM conversations_message WHERE {unindexed} "
+                f"AND conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
+                [query, *scope_params, pattern, *scope_params, MESSAGE_RESULTS])
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str) -> list[int]:

@@ -106,13 +106,46 @@ def test_one_and_two_character_queries_find_their_text(alice, user):
     assert links(alice, "索x") == []
 
 
-def test_a_short_query_matching_too_many_index_terms_is_found_by_scanning(alice, user, monkeypatch):
+def test_a_short_query_held_by_too_many_messages_is_found_by_scanning(alice, user, monkeypatch):
     monkeypatch.setattr(search, "MAX_TERMS", 1)
+    monkeypatch.setattr(search, "COMMON_PIECES", 1)
     conversation = chat(user, "a fox", "an ox", "no match here")
 
     assert links(alice, "ox") == [at(conversation, "an ox"), at(conversation, "a fox")]
     assert links(alice, "o") == [at(conversation, "no match here"), at(conversation, "an ox"),
                                  at(conversation, "a fox")]
+
+
+def test_a_short_query_finds_a_reply_still_being_written_and_once_it_is_final(alice, user):
+    conversation = chat(user, "Tell me about search")
+    reply = Message.objects.create(conversation=conversation, role="assistant",
+                                   status=Message.Status.STREAMING, content="我在搜")
+    Message.objects.filter(pk=reply.pk).update(content="我在搜索引擎里")  # a flush appends
+
+    assert links(alice, "索") == [at(conversation, "我在搜索引擎里")]
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE)
+    assert links(alice, "索") == [at(conversation, "我在搜索引擎里")]
+    assert links(alice, "搜索") == [at(conversation, "我在搜索引擎里")]
+
+
+def test_postgresql_keeps_the_pieces_of_finished_messages_for_short_queries(alice, user):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite answers short queries from its FTS5 vocabulary")
+    conversation = chat(user, "An ox\n검색")
+    reply = Message.objects.create(conversation=conversation, role="assistant",
+                                   status=Message.Status.STREAMING, content="so")
+
+    def pieces(pk):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT search_pieces FROM conversations_message WHERE id = %s", [pk])
+            value = cursor.fetchone()[0]
+        return None if value is None else sorted(value)
+
+    assert pieces(message(conversation, "An ox\n검색").pk) == sorted(
+        ["a", "an", "n", "o", "ox", "x", "검", "검색", "색"])
+    assert pieces(reply.pk) is None  # still being written: found by ILIKE among these few
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE, content="Soon")
+    assert pieces(reply.pk) == ["n", "o", "on", "oo", "s", "so"]
 
 
 def test_a_title_is_found_and_its_result_opens_the_conversation(alice, user):
