@@ -15,6 +15,7 @@ Every variable is documented in the README and ``.env.example``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import timedelta
@@ -149,7 +150,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
-    "axes",
+    "chatsite.apps.AxesConfig",  # django-axes, under a translated name
     "conversations",
 ]
 
@@ -163,6 +164,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "conversations.languages.member_language_middleware",
     "conversations.audit.actor_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -191,6 +193,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "conversations.context_processors.theme",
+                "conversations.languages.context",
             ],
         },
     },
@@ -258,7 +261,11 @@ LOGIN_REDIRECT_URL = "conversations:home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en"
-LANGUAGES = [("en", _("English"))]
+# Each has complete catalogues in locale/ (compiled by scripts/setup; tests/test_translations.py
+# fails on a string left untranslated). The language follows the member's choice, else the
+# browser's Accept-Language (conversations/languages.py).
+LANGUAGES = [("en", _("English")), ("ko", _("Korean")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = os.environ.get("TZ", "UTC") or "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -398,6 +405,36 @@ CHATSITE_IDLE_TIMEOUT = float(os.environ.get("CHATSITE_IDLE_TIMEOUT", "") or 120
 CHATSITE_MAX_OUTPUT_TOKENS = env_int("CHATSITE_MAX_OUTPUT_TOKENS", 128_000)
 # The largest file a member may import (chatsite's own export or ChatGPT's), in bytes.
 CHATSITE_IMPORT_MAX_BYTES = env_int("CHATSITE_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
+# Attachments (conversations/uploads.py): how many per message; the largest image and text file
+# (bytes, as uploaded); the most pixels an image may decode to (larger ones are refused before
+# they are decoded: decompression bombs); the size images are reduced to, as OpenAI's vision
+# models use them (within a square of the first, the shorter side at most the second); the
+# longest text a file (a PDF's text included) may add to a message, in characters.
+CHATSITE_ATTACHMENT_MAX_FILES = env_int("CHATSITE_ATTACHMENT_MAX_FILES", 8)
+CHATSITE_ATTACHMENT_MAX_IMAGE_BYTES = env_int("CHATSITE_ATTACHMENT_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
+CHATSITE_ATTACHMENT_MAX_FILE_BYTES = env_int("CHATSITE_ATTACHMENT_MAX_FILE_BYTES", 10 * 1024 * 1024)
+CHATSITE_ATTACHMENT_MAX_PIXELS = env_int("CHATSITE_ATTACHMENT_MAX_PIXELS", 50_000_000)
+CHATSITE_ATTACHMENT_IMAGE_SIDE = env_int("CHATSITE_ATTACHMENT_IMAGE_SIDE", 2048)
+CHATSITE_ATTACHMENT_IMAGE_SHORT_SIDE = env_int("CHATSITE_ATTACHMENT_IMAGE_SHORT_SIDE", 768)
+CHATSITE_ATTACHMENT_MAX_TEXT_CHARS = env_int("CHATSITE_ATTACHMENT_MAX_TEXT_CHARS", 200_000)
+# How images reach the provider: "data" (a data: URL in the request, works everywhere) or
+# "url" (the attachment storage's own https URL, e.g. a presigned S3 URL; falls back to a data
+# URL where the storage gives no https URL).
+CHATSITE_ATTACHMENT_IMAGE_URLS = os.environ.get("CHATSITE_ATTACHMENT_IMAGE_URLS", "").strip() or "data"
+# Where attachments are stored: the data directory by default; any Django storage backend by
+# setting, e.g. CHATSITE_ATTACHMENT_STORAGE=storages.backends.s3.S3Storage with its OPTIONS as
+# JSON in CHATSITE_ATTACHMENT_STORAGE_OPTIONS (needs django-storages[s3] installed).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": {
+        "BACKEND": os.environ.get("CHATSITE_ATTACHMENT_STORAGE", "").strip()
+        or "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": json.loads(os.environ.get("CHATSITE_ATTACHMENT_STORAGE_OPTIONS", "") or "null")
+        or {"location": str(DATA_DIR / "attachments"), "base_url": None,
+            "directory_permissions_mode": 0o700, "file_permissions_mode": 0o600},
+    },
+}
 # Models offered when a key's model list cannot be fetched.
 CHATSITE_FALLBACK_MODELS = env_list("CHATSITE_FALLBACK_MODELS") or ["gpt-4o-mini", "gpt-4o"]
 CHATSITE_MODELS_CACHE_SECONDS = env_int("CHATSITE_MODELS_CACHE_SECONDS", 600)

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.decorators.cache import cache_page
+from django.views.i18n import JavaScriptCatalog
 
 from conversations.forms import LoginForm
 from conversations.usage_views import usage_admin
@@ -18,5 +20,8 @@ urlpatterns = [
          name="password_change"),
     path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(),
          name="password_change_done"),
+    # The translations of the scripts' strings, in the page's language (which the page puts in
+    # the address, so that a browser's cached copy never answers for another language).
+    path("jsi18n/", cache_page(3600)(JavaScriptCatalog.as_view()), name="javascript-catalog"),
     path("", include("conversations.urls")),
 ]

@@ -342,12 +342,30 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
     search_fields = ["team__name", "user__username"]
 
 
+class AuditActionFilter(admin.SimpleListFilter):
+    """The actions recorded so far, named in the admin's language (the log stores English)."""
+
+    title = _("action")
+    parameter_name = "action"
+
+    def lookups(self, request, model_admin):
+        recorded = AuditEvent.objects.order_by("action").values_list("action", flat=True)
+        return [(action, audit.action_label(action)) for action in recorded.distinct()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(action=self.value()) if self.value() else queryset
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor_name", "action", "target", "details"]
-    list_filter = ["action"]
+    list_display = ["at", "actor_name", "action_name", "target", "details"]
+    list_filter = [AuditActionFilter]
     search_fields = ["actor_name", "action", "target", "details"]
     date_hierarchy = "at"
+
+    @admin.display(description=_("action"), ordering="action")
+    def action_name(self, event: AuditEvent):
+        return audit.action_label(event.action)
 
 
 class MessageInline(GuardedFieldsMixin, admin.TabularInline):
@@ -409,12 +427,29 @@ class MessageAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in Message._meta.fields]
 
 
+def _column(method, description):
+    """One of django-axes' list columns, headed by a translated name (axes gives none)."""
+
+    @admin.display(description=description)
+    def column(self, obj):
+        return method(self, obj)
+
+    return column
+
+
+# Columns of django-axes' lists named after their methods, which no catalogue can translate.
+_AXES_COLUMNS = {
+    AccessAttempt: {"expiration": _column(AccessAttemptAdmin.expiration, _("expiration")),
+                    "status": _column(AccessAttemptAdmin.status, _("status"))},
+}
+
 # django-axes' lists of login attempts, with the same guards as ours.
 for _model, _axes_admin in ((AccessAttempt, AccessAttemptAdmin), (AccessLog, AccessLogAdmin),
                             (AccessFailureLog, AccessFailureLogAdmin)):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-        admin.site.register(_model, type(_axes_admin.__name__, (GuardedAdminMixin, _axes_admin), {}))
+        admin.site.register(_model, type(_axes_admin.__name__, (GuardedAdminMixin, _axes_admin),
+                                         _AXES_COLUMNS.get(_model, {})))
 
 
 @admin.register(Preset)

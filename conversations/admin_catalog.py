@@ -82,7 +82,7 @@ class CatalogModelAdmin(GuardedAdminMixin, admin.ModelAdmin):
         (None, {"fields": ["api_key", "model", "listed", "offered", "display_name"]}),
         (_("Size"), {"fields": ["context_window", "max_output_tokens"]}),
         (_("What it takes"), {"fields": [
-            "vision", "reasoning", "accepts_temperature", "length_parameter", "system_role",
+            "vision", "image_detail", "reasoning", "accepts_temperature", "length_parameter", "system_role",
             "first_token_timeout", "accepts_safety_identifier", "accepts_prompt_cache_key"]}),
         (_("Prices"), {
             "fields": ["input_price", "cached_input_price", "output_price"],

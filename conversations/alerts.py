@@ -57,36 +57,45 @@ def _fire(budget: limits.Budget, owner) -> None:
                  f"{alert.percent}% of the monthly {budget.kind} budget used: "
                  f"{usage.plain_amount(budget.used)} of {usage.plain_amount(budget.limit)}"
                  + (f" {settings.CHATSITE_CURRENCY}" if budget.in_money else " tokens"))
-    recipients = _recipients(budget)
-    if not recipients:
-        return
-    with translation.override(settings.LANGUAGE_CODE):
-        shown = budget.shown
-        if budget.team:
-            subject = _("Budget alert: team %(team)s has used %(percent)s%% of its monthly "
-                        "budget") % {"team": budget.team.name, "percent": alert.percent}
-        else:
-            subject = _("Budget alert: %(user)s has used %(percent)s%% of their monthly "
-                        "budget") % {"user": owner.get_username(), "percent": alert.percent}
-        body = _("%(used)s of %(limit)s used this month; %(left)s left. New messages are "
-                 "refused once it is used up, until it resets on the first of next month or "
-                 "an administrator raises it.") % shown
-    try:
-        send_mail(subject, body, None, recipients)
-    except Exception:
-        logger.exception("Could not send the budget alert %s", alert.pk)
+    by_language: dict[str, list[str]] = {}
+    for email, language in _recipients(budget):
+        by_language.setdefault(language or settings.LANGUAGE_CODE, []).append(email)
+    for language, recipients in sorted(by_language.items()):
+        with translation.override(language):  # each reads it in the language they chose
+            subject, body = _mail(budget, owner, alert)
+        try:
+            send_mail(subject, body, None, recipients)
+        except Exception:
+            logger.exception("Could not send the budget alert %s", alert.pk)
 
 
-def _recipients(budget: limits.Budget) -> list[str]:
-    """Who looks after a budget: a team's staff members (its admins), or the superusers for a
-    member's own budget and for a team without staff members."""
+def _mail(budget: limits.Budget, owner, alert: BudgetAlert) -> tuple[str, str]:
+    """The alert's mail, subject and body, in the active language."""
+    shown = budget.shown
+    if budget.team:
+        subject = _("Budget alert: team %(team)s has used %(percent)s%% of its monthly "
+                    "budget") % {"team": budget.team.name, "percent": alert.percent}
+    else:
+        subject = _("Budget alert: %(user)s has used %(percent)s%% of their monthly "
+                    "budget") % {"user": owner.get_username(), "percent": alert.percent}
+    body = _("%(used)s of %(limit)s used this month; %(left)s left. New messages are "
+             "refused once it is used up, until it resets on the first of next month or "
+             "an administrator raises it.") % shown
+    return subject, body
+
+
+def _recipients(budget: limits.Budget) -> list[tuple[str, str]]:
+    """Who looks after a budget, as (email, chosen language) pairs: a team's staff members (its
+    admins), or the superusers for a member's own budget and for a team without staff
+    members."""
     people = get_user_model().objects.filter(is_active=True).exclude(email="")
+    fields = ("email", "chat_preference__language")
     if budget.team is not None:
-        admins = list(people.filter(is_staff=True, groups=budget.team)
-                      .values_list("email", flat=True))
+        admins = list(people.filter(is_staff=True, groups=budget.team).values_list(*fields))
         if admins:
-            return sorted(set(admins))
-    return sorted(set(people.filter(is_superuser=True).values_list("email", flat=True)))
+            return sorted(set(admins), key=lambda pair: pair[0])
+    return sorted(set(people.filter(is_superuser=True).values_list(*fields)),
+                  key=lambda pair: pair[0])
 
 
 def notices_for(user) -> list[BudgetAlert]:

@@ -7,12 +7,15 @@ class ConversationsConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import post_migrate
 
-        from . import alerts, audit, relations, search
+        from . import alerts, attachments, audit, languages, relations, search
         from .replies import reply_accounted
 
         audit.connect()
+        attachments.connect()
         relations.name_relations()
+        user_logged_in.connect(languages.remember_at_login, dispatch_uid="member-language")
         reply_accounted.connect(alerts.on_reply_accounted, dispatch_uid="budget-alerts")
         post_migrate.connect(search.repair_index, sender=self, dispatch_uid="search-index")

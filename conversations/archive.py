@@ -1,7 +1,8 @@
 """All of a member's conversations as one ZIP archive, written as it is sent.
 
 The archive holds ``conversations.json`` (everything an import needs, see ``exports.as_json``)
-and one Markdown file per conversation. It is produced piece by piece: conversations are read
+one Markdown file per conversation, and the files attached to messages under
+``attachments/<id>/<name>`` (``conversations.json`` names each one's place). It is produced piece by piece: conversations are read
 from the database a chunk at a time and the ZIP is written into a buffer that is emptied after
 each piece (``zipfile`` writes to a stream it cannot seek with data descriptors), so thousands
 of conversations never sit in memory at once.
@@ -55,7 +56,8 @@ class _Buffer(io.RawIOBase):
 
 def _with_messages(conversations: QuerySet[Conversation]) -> Iterator[Conversation]:
     return conversations.select_related("api_key").prefetch_related(
-        Prefetch("messages", queryset=Message.objects.order_by("created_at", "id"))
+        Prefetch("messages", queryset=Message.objects.order_by("created_at", "id")),
+        "messages__attachments",
     ).order_by("created_at", "id").iterator(chunk_size=CHUNK_SIZE)
 
 
@@ -92,7 +94,26 @@ def zip_chunks(conversations: QuerySet[Conversation]) -> Iterator[bytes]:
             archive.writestr(_entry(markdown_name(conversation)), text)
             if buffer.size >= FLUSH_BYTES:
                 yield buffer.take()
+        for conversation in _with_messages(conversations):
+            for message in conversation.messages.all():
+                for attachment in message.attachments.all():
+                    _write_attachment(archive, attachment)
+                    if buffer.size >= FLUSH_BYTES:
+                        yield buffer.take()
     yield buffer.take()
+
+
+def _write_attachment(archive: zipfile.ZipFile, attachment) -> None:
+    """Copy an attachment's stored file into the archive (a file gone from storage is left out:
+    the import then notes it as not imported)."""
+    try:
+        stored = attachment.file.storage.open(attachment.file.name, "rb")
+    except (FileNotFoundError, OSError):
+        return
+    with stored, archive.open(_entry(exports.attachment_path(attachment)), "w",
+                              force_zip64=True) as entry:
+        while piece := stored.read(FLUSH_BYTES):
+            entry.write(piece)
 
 
 async def streamed(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -11,8 +11,46 @@ import contextvars
 
 from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+from django.utils.translation import gettext_lazy as _
 
 from .models import ApiKey, AuditEvent, CatalogModel, Team, UserLimit
+
+# What the admin shows for each action recorded (the log stores the English words, so that it
+# reads the same whatever language the actor used); an action not named here is shown as stored.
+ACTION_LABELS = {
+    "key created": _("key created"),
+    "key changed": _("key changed"),
+    "key destination changed": _("key destination changed"),
+    "key deactivated": _("key deactivated"),
+    "key activated": _("key activated"),
+    "key deleted": _("key deleted"),
+    "access granted": _("access granted"),
+    "access revoked": _("access revoked"),
+    "access all revoked": _("all access revoked"),
+    "member added to team": _("member added to team"),
+    "member removed from team": _("member removed from team"),
+    "member removed from all teams": _("member removed from all teams"),
+    "team settings changed": _("team settings changed"),
+    "user limits changed": _("user limits changed"),
+    "limits removed": _("limits removed"),
+    "model catalog changed": _("model catalog changed"),
+    "grants narrowed to a model": _("grants narrowed to a model"),
+    "grants no longer narrowed to a model": _("grants no longer narrowed to a model"),
+    "models offered": _("models offered"),
+    "models withdrawn": _("models withdrawn"),
+    "login unlocked": _("login unlocked"),
+    "conversations exported": _("conversations exported"),
+    "budget alert": _("budget alert"),
+    "encryption key rotated": _("encryption key rotated"),
+    "conversation shared": _("conversation shared"),
+    "share revoked": _("share revoked"),
+}
+
+
+def action_label(action: str):
+    """The name of a recorded action in the current language."""
+    return ACTION_LABELS.get(action, action)
+
 
 _actor: contextvars.ContextVar = contextvars.ContextVar("chatsite_audit_actor", default=None)
 

@@ -68,6 +68,7 @@ class ModelSpec:
     first_token_timeout: float  # seconds
     accepts_safety_identifier: bool
     accepts_prompt_cache_key: bool
+    image_detail: str = "auto"  # "auto" | "low" | "high", for attached images
     # The fields the admin set (the rest are defaults).
     overridden: frozenset[str] = frozenset()
 

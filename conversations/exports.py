@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils.translation import gettext as _
 
-from .models import Conversation, Message
+from .models import Attachment, Conversation, Message
 
 
 def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
@@ -20,6 +20,17 @@ def as_markdown(conversation: Conversation, messages: list[Message]) -> str:
         if message.is_incomplete:
             lines += [f"> {message.get_status_display()}: {message.error_message or ''}".rstrip(), ""]
     return "\n".join(lines)
+
+
+def attachment_path(attachment: Attachment) -> str:
+    """Where an attachment's file is in an archive (``archive.py`` writes it there)."""
+    return f"attachments/{attachment.pk}/{attachment.name}"
+
+
+def attachment_entry(attachment: Attachment) -> dict:
+    return {"name": attachment.name, "kind": attachment.kind,
+            "content_type": attachment.content_type, "detail": attachment.detail,
+            "file": attachment_path(attachment)}
 
 
 def as_json(conversation: Conversation, messages: list[Message]) -> dict:
@@ -49,6 +60,8 @@ def as_json(conversation: Conversation, messages: list[Message]) -> dict:
                 "model": message.model,
                 "superseded": message.superseded,
                 "created_at": message.created_at.isoformat(),
+                "attachments": [attachment_entry(attachment)
+                                for attachment in message.attachments.all()],
                 "usage": {
                     "prompt_tokens": message.prompt_tokens,
                     "completion_tokens": message.completion_tokens,

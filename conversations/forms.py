@@ -42,7 +42,39 @@ class ModelSelect(forms.Select):
                 option["attrs"]["data-reasoning"] = ""
             if not spec.accepts_temperature:
                 option["attrs"]["data-no-temperature"] = ""
+            if spec.vision:
+                option["attrs"]["data-vision"] = ""
         return option
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class AttachmentsField(forms.FileField):
+    """Files attached to a message, each checked and converted by ``uploads.prepare``."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        from django.conf import settings
+
+        from . import uploads
+
+        files = [item for item in (data if isinstance(data, (list, tuple)) else [data]) if item]
+        if len(files) > settings.CHATSITE_ATTACHMENT_MAX_FILES:
+            raise forms.ValidationError(
+                _("Attach at most %(limit)s files to a message.")
+                % {"limit": settings.CHATSITE_ATTACHMENT_MAX_FILES}, code="too_many_files")
+        prepared, errors = [], []
+        for upload in files:
+            try:
+                prepared.append(uploads.prepare(upload))
+            except forms.ValidationError as error:
+                errors.extend(error.error_list)
+        if errors:
+            raise forms.ValidationError(errors)
+        return prepared
 
 
 class MessageForm(forms.Form):
@@ -53,6 +85,16 @@ class MessageForm(forms.Form):
         error_messages={"required": _("Write a message first.")},
     )
     model = forms.ChoiceField(label=_("Model"), widget=ModelSelect)
+    attachments = AttachmentsField(
+        label=_("Attach"), required=False,
+        widget=MultipleFileInput(attrs={"class": "composer__files"}),
+    )
+    image_detail = forms.ChoiceField(
+        label=_("Image detail"), required=False,
+        choices=[("", _("The model's default")), ("auto", _("Automatic")),
+                 ("low", _("Low (faster, cheaper)")), ("high", _("High"))],
+        help_text=_("How closely the model looks at attached images."),
+    )
     # Chat settings: they apply from this message on.
     instructions = forms.CharField(
         label=_("Instructions"), required=False, max_length=20_000,

@@ -11,6 +11,8 @@ conversation; a branch off that path (an edited message, a regenerated reply) is
 earlier version, followed along its latest replies. System, tool and hidden messages are left
 out; what is not text (images, files, audio, code output) becomes a short note in brackets.
 Everything stays text: replies are rendered by the sanitizing Markdown path like any other.
+The files attached to messages in a chatsite archive are checked again exactly as uploads are
+(``uploads.prepare``): an archive is as untrusted as any file.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
-from . import archive, text
+from . import archive, text, uploads
 from .models import Message, ReasoningEffort
 
 SOURCE_LENGTH = 200
@@ -51,6 +53,10 @@ class ImportedMessage:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     usage_estimated: bool = False
+    # Attached files: first as the JSON names them ({"name", "file", "detail"}), then, once read
+    # from the archive and checked again like any upload, as ``uploads.Prepared`` with a detail.
+    attachment_refs: list[dict] = field(default_factory=list)
+    attachments: list[tuple[uploads.Prepared, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,8 +92,9 @@ def read(upload: UploadedFile) -> list[Imported]:
     data = upload.read(max_bytes() + 1)
     if len(data) > max_bytes():
         raise _too_large()
+    files: dict[str, bytes] = {}
     if data.startswith(b"PK\x03\x04"):
-        data = _from_zip(data)
+        data, files = _from_zip(data)
     try:
         parsed = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
@@ -99,13 +106,39 @@ def read(upload: UploadedFile) -> list[Imported]:
             % {"line": error.lineno, "column": error.colno, "problem": error.msg}) from None
     except RecursionError:
         raise ValidationError(_("The file is not valid JSON (it is nested too deeply).")) from None
-    return _conversations(parsed)
+    conversations = _conversations(parsed)
+    _read_attachments(conversations, files)
+    return conversations
 
 
-def _from_zip(data: bytes) -> bytes:
-    """Return ``conversations.json`` from a ZIP archive (chatsite's, or ChatGPT's export)."""
+def _read_attachments(conversations: list[Imported], files: dict[str, bytes]) -> None:
+    """Check each attached file the archive holds as an upload is checked; one it does not hold
+    (a conversations.json imported alone) becomes a note in the message's text."""
+    for conversation in conversations:
+        for message in conversation.messages:
+            for ref in message.attachment_refs:
+                data = files.get(ref["file"])
+                if data is None:
+                    message.content += "\n\n" + _("[attachment “%(name)s” not imported]") % {
+                        "name": ref["name"]}
+                    continue
+                upload = SimpleUploadedFile(ref["name"], data)
+                message.attachments.append((uploads.prepare(upload), ref["detail"]))
+
+
+def _from_zip(data: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """Return ``conversations.json`` from a ZIP archive (chatsite's, or ChatGPT's export), and
+    the attached files of a chatsite archive by their place in it."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+            files, total = {}, 0
+            for info in bundle.infolist():
+                if info.filename.startswith("attachments/") and not info.is_dir():
+                    total += info.file_size
+                    if total > max_bytes():
+                        raise _too_large()
+                    with bundle.open(info) as entry:
+                        files[info.filename] = entry.read(max_bytes() + 1)
             names = [info for info in bundle.infolist()
                      if info.filename.rsplit("/", 1)[-1] == archive.JSON_NAME]
             if not names:
@@ -119,9 +152,9 @@ def _from_zip(data: bytes) -> bytes:
             OSError, ValueError, RuntimeError):
         raise ValidationError(_("The ZIP archive cannot be read (damaged, encrypted or "
                                 "incomplete).")) from None
-    if len(content) > max_bytes():
+    if len(content) > max_bytes() or sum(map(len, files.values())) > max_bytes():
         raise _too_large()
-    return content
+    return content, files
 
 
 def _conversations(parsed) -> list[Imported]:
@@ -263,7 +296,17 @@ def _chatsite_message(entry, where: str) -> ImportedMessage | None:
     usage = entry.get("usage") or {}
     if not isinstance(usage, dict):
         raise _problem(where, _("“usage” is not an object."))
+    refs = entry.get("attachments") or []
+    if not isinstance(refs, list) or not all(isinstance(ref, dict) for ref in refs):
+        raise _problem(where, _("“attachments” is not a list of objects."))
+    attachment_refs = [{
+        "name": uploads.clean_name(_text(ref.get("name"), where, "name")),
+        "file": _text(ref.get("file"), where, "file"),
+        "detail": (detail if (detail := _text(ref.get("detail"), where, "detail"))
+                   in ("low", "high", "auto") else ""),
+    } for ref in refs]
     return ImportedMessage(
+        attachment_refs=attachment_refs,
         role=role,
         content=_text(entry.get("content"), where, "content"),
         superseded=bool(entry.get("superseded")),

@@ -7,7 +7,9 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 _has_users = False
-OPEN_PREFIXES = ("/static/", "/healthz")
+# Open before the first administrator exists: files, the health check, the scripts'
+# translations and the language chooser (the first-run page has them too).
+OPEN_PREFIXES = ("/static/", "/healthz", "/jsi18n/", "/settings/language")
 
 
 def users_exist() -> bool:

@@ -49,6 +49,7 @@ class Defaults:
     context_window: int
     max_output_tokens: int | None
     vision: bool = False
+    image_detail: str = "auto"  # sent with attached images unless the member chooses
     reasoning: bool = False
     accepts_temperature: bool = True
     length_parameter: str = MAX_TOKENS

@@ -44,7 +44,7 @@ class ApiKey(models.Model):
     """
 
     name = models.CharField(_("name"), max_length=100, unique=True)
-    secret_encrypted = models.TextField(editable=False)
+    secret_encrypted = models.TextField(_("encrypted secret"), editable=False)
     secret_hint = models.CharField(_("key"), max_length=40, editable=False)
     organization = models.CharField(
         _("OpenAI organization"), max_length=100, blank=True,
@@ -74,14 +74,15 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, blank=True, related_name="api_keys", verbose_name=_("users"),
         help_text=_("These users may chat with this key, whatever their teams."),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     # The provider's model list, fetched outside any request (pages never wait on it): the
     # chat models it listed, and when; None while it has never answered. What each one is, and
     # whether members are offered it, is in the key's catalog (``CatalogModel``).
-    listed_models = models.JSONField(null=True, blank=True, editable=False)
-    models_listed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    listed_models = models.JSONField(_("listed models"), null=True, blank=True, editable=False)
+    models_listed_at = models.DateTimeField(_("models listed at"), null=True, blank=True,
+                                            editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -132,6 +133,11 @@ class CatalogModel(models.Model):
         _("output limit"), null=True, blank=True, validators=[MinValueValidator(1)],
         help_text=_("The longest reply, in tokens; kept free in the context window."))
     vision = models.BooleanField(_("image input"), null=True, blank=True)
+    image_detail = models.CharField(
+        _("image detail"), max_length=8, blank=True,
+        choices=[("auto", _("Automatic")), ("low", _("Low")), ("high", _("High"))],
+        help_text=_("How closely the model looks at attached images, unless the member "
+                    "chooses (low is faster and cheaper)."))
     reasoning = models.BooleanField(
         _("reasoning"), null=True, blank=True,
         help_text=_("Thinks before it answers: members may choose a reasoning effort, and the "
@@ -167,10 +173,11 @@ class CatalogModel(models.Model):
                     "may use only the models that name it. Teams named nowhere, and members "
                     "granted the key themselves or as everyone, use every offered model."),
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     # The fields an admin sets; empty ones use the defaults.
-    SETTINGS = ("display_name", "context_window", "max_output_tokens", "vision", "reasoning",
+    SETTINGS = ("display_name", "context_window", "max_output_tokens", "vision", "image_detail",
+                "reasoning",
                 "accepts_temperature", "length_parameter", "system_role", "input_price",
                 "cached_input_price", "output_price", "first_token_timeout",
                 "accepts_safety_identifier", "accepts_prompt_cache_key")
@@ -219,10 +226,12 @@ class ConversationQuerySet(models.QuerySet):
 
 class Conversation(ChatSettings):
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations",
+        verbose_name=_("owner"),
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True,
+                                verbose_name=_("API key"))
     model = models.CharField(_("model"), max_length=200, blank=True)
     # The member's settings, sent with every reply from the next one on.
     system_prompt = models.TextField(_("instructions"), blank=True)
@@ -230,8 +239,8 @@ class Conversation(ChatSettings):
     # again adds nothing; empty for conversations started here.
     import_source = models.CharField(_("imported from"), max_length=200, blank=True,
                                      editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
     # Pinned: listed on top of the sidebar. Archived: left out of the sidebar (listed on its own
     # page), not deleted. Setting either leaves ``updated_at`` as it is.
     pinned_at = models.DateTimeField(_("pinned"), null=True, blank=True, editable=False)
@@ -241,6 +250,8 @@ class Conversation(ChatSettings):
 
     class Meta:
         ordering = ["-updated_at", "-id"]
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
         constraints = [models.UniqueConstraint(
             fields=["owner", "import_source"], condition=~models.Q(import_source=""),
@@ -255,15 +266,15 @@ class Share(models.Model):
     Recipients read it and may continue it as their own copy; deleting the row revokes it."""
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
-                                     related_name="shares")
+                                     related_name="shares", verbose_name=_("conversation"))
     team = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True,
                              related_name="shares", verbose_name=_("team"))
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
                              blank=True, related_name="shares_received",
                              verbose_name=_("member"))
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+                                   related_name="+", verbose_name=_("shared by"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -311,61 +322,76 @@ class Message(models.Model):
     UNFINISHED = (Status.PENDING, Status.STREAMING)
 
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
+        Conversation, on_delete=models.CASCADE, related_name="messages",
+        verbose_name=_("conversation"),
     )
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
-    finish_reason = models.CharField(max_length=32, blank=True)
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    content = models.TextField(_("content"), blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.COMPLETE)
+    finish_reason = models.CharField(_("finish reason"), max_length=32, blank=True)
     # A failed reply: what the member reads, and what the admin needs to tell why.
-    error_message = models.TextField(blank=True)
-    error_detail = models.TextField(blank=True)
-    error_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    error_type = models.CharField(max_length=100, blank=True)
-    error_code = models.CharField(max_length=100, blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    error_detail = models.TextField(_("error detail"), blank=True)
+    error_status = models.PositiveSmallIntegerField(_("error status"), null=True, blank=True)
+    error_type = models.CharField(_("error type"), max_length=100, blank=True)
+    error_code = models.CharField(_("error code"), max_length=100, blank=True)
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(_("completion tokens"), null=True,
+                                                    blank=True)
+    total_tokens = models.PositiveIntegerField(_("total tokens"), null=True, blank=True)
     usage_estimated = models.BooleanField(
-        default=False, help_text=_("The upstream sent no usage; the token counts are estimated.")
+        _("usage estimated"), default=False,
+        help_text=_("The upstream sent no usage; the token counts are estimated."),
     )
     # Parts of the figures above, as the usage chunk details them (null: not reported).
-    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
-    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
-    audio_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(_("cached tokens"), null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(_("reasoning tokens"), null=True, blank=True)
+    audio_tokens = models.PositiveIntegerField(_("audio tokens"), null=True, blank=True)
+    image_tokens = models.PositiveIntegerField(_("image tokens"), null=True,
+                                               blank=True)  # of the prompt's
     # What the reply cost, at the prices of its model when it finished, kept with it so that a
     # later price change does not rewrite history (null: the model had no price).
-    cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
-    cost_currency = models.CharField(max_length=3, blank=True)
-    price_input = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost = models.DecimalField(_("cost"), max_digits=18, decimal_places=8, null=True,
+                               blank=True)
+    cost_currency = models.CharField(_("cost currency"), max_length=3, blank=True)
+    price_input = models.DecimalField(_("input price"), max_digits=12, decimal_places=6,
+                                      null=True, blank=True)
     price_cached_input = models.DecimalField(
-        max_digits=12, decimal_places=6, null=True, blank=True
+        _("cached input price"), max_digits=12, decimal_places=6, null=True, blank=True
     )
-    price_output = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
-    model = models.CharField(max_length=200, blank=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    price_output = models.DecimalField(_("output price"), max_digits=12, decimal_places=6,
+                                       null=True, blank=True)
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True,
+                                verbose_name=_("API key"))
     # The team whose grant the member used, charged with the reply's usage.
-    team = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True)
+    team = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True,
+                             verbose_name=_("team"))
     # A retried reply stays stored but is no longer sent upstream as context.
-    superseded = models.BooleanField(default=False)
+    superseded = models.BooleanField(_("superseded"), default=False)
     # How many of the earliest messages were left out of this reply's context, so that the
     # conversation fit the model's context window (the page says so).
-    context_omitted = models.PositiveIntegerField(default=0, editable=False)
-    cancel_requested = models.BooleanField(default=False)
+    context_omitted = models.PositiveIntegerField(_("messages left out of the context"),
+                                                  default=0, editable=False)
+    cancel_requested = models.BooleanField(_("stop requested"), default=False)
     # A finished reply's HTML, rendered once when it finished (``rendering.VERSION`` says with
     # which rules; an older one is rendered again when shown).
-    content_html = models.TextField(blank=True, editable=False)
-    html_version = models.PositiveSmallIntegerField(default=0, editable=False)
+    content_html = models.TextField(_("content HTML"), blank=True, editable=False)
+    html_version = models.PositiveSmallIntegerField(_("HTML version"), default=0,
+                                                    editable=False)
     # Renewed by the generating process while it lives; past it, the reply is interrupted.
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_conversation_time"),
             models.Index(fields=["status"], name="message_status"),
@@ -438,7 +464,8 @@ class Team(models.Model):
     """What a team (a Django group) is given: a default key and model, and a monthly budget."""
 
     group = models.OneToOneField(
-        Group, on_delete=models.CASCADE, primary_key=True, related_name="team"
+        Group, on_delete=models.CASCADE, primary_key=True, related_name="team",
+        verbose_name=_("team"),
     )
     default_key = models.ForeignKey(
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
@@ -474,7 +501,7 @@ class UserLimit(models.Model):
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
-        related_name="chat_limit",
+        related_name="chat_limit", verbose_name=_("user"),
     )
     monthly_token_budget = models.PositiveBigIntegerField(
         _("monthly token budget"), null=True, blank=True,
@@ -504,32 +531,36 @@ class UsageDaily(models.Model):
     """Tokens per day and per dimension, kept as replies finish, so usage pages never scan
     messages."""
 
-    day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
-    team = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True)
-    organization = models.CharField(max_length=100, blank=True)
-    project = models.CharField(max_length=100, blank=True)
-    model = models.CharField(max_length=200)
-    requests = models.PositiveIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    total_tokens = models.PositiveBigIntegerField(default=0)
+    day = models.DateField(_("day"))
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                             verbose_name=_("user"))
+    team = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True,
+                             verbose_name=_("team"))
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True,
+                                verbose_name=_("API key"))
+    organization = models.CharField(_("organization"), max_length=100, blank=True)
+    project = models.CharField(_("project"), max_length=100, blank=True)
+    model = models.CharField(_("model"), max_length=200)
+    requests = models.PositiveIntegerField(_("requests"), default=0)
+    prompt_tokens = models.PositiveBigIntegerField(_("prompt tokens"), default=0)
+    completion_tokens = models.PositiveBigIntegerField(_("completion tokens"), default=0)
+    total_tokens = models.PositiveBigIntegerField(_("total tokens"), default=0)
     estimated_tokens = models.PositiveBigIntegerField(
-        default=0, help_text=_("Part of the total estimated because the upstream sent no usage.")
+        _("estimated tokens"), default=0,
+        help_text=_("Part of the total estimated because the upstream sent no usage."),
     )
-    cached_tokens = models.PositiveBigIntegerField(default=0)
-    reasoning_tokens = models.PositiveBigIntegerField(default=0)
-    audio_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(_("cached tokens"), default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(_("reasoning tokens"), default=0)
+    audio_tokens = models.PositiveBigIntegerField(_("audio tokens"), default=0)
     # In the site's currency, of the replies whose model had a price; the others are counted in
     # ``uncosted_requests`` (rows kept from before costs were recorded count all their requests
     # there: their cost is unknown, not zero).
-    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    cost = models.DecimalField(_("cost"), max_digits=20, decimal_places=8, default=0)
     estimated_cost = models.DecimalField(
-        max_digits=20, decimal_places=8, default=0,
+        _("estimated cost"), max_digits=20, decimal_places=8, default=0,
         help_text=_("Part of the cost computed from estimated tokens."),
     )
-    uncosted_requests = models.PositiveIntegerField(default=0)
+    uncosted_requests = models.PositiveIntegerField(_("requests without a price"), default=0)
 
     class Meta:
         verbose_name = _("daily usage")
@@ -559,15 +590,15 @@ class UsageDaily(models.Model):
 class AuditEvent(models.Model):
     """Who changed keys, access or limits, when, and what — never a secret."""
 
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-        related_name="+",
+        related_name="+", verbose_name=_("actor"),
     )
-    actor_name = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=40)
-    target = models.CharField(max_length=200)
-    details = models.TextField(blank=True)
+    actor_name = models.CharField(_("actor name"), max_length=150, blank=True)
+    action = models.CharField(_("action"), max_length=40)
+    target = models.CharField(_("target"), max_length=200)
+    details = models.TextField(_("details"), blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -579,7 +610,8 @@ class AuditEvent(models.Model):
 
 
 class Preference(models.Model):
-    """A member's own settings for the site: the colour theme ("" follows the system)."""
+    """A member's own settings for the site: the colour theme ("" follows the system) and the
+    language ("" follows the browser)."""
 
     class Theme(models.TextChoices):
         SYSTEM = "", _("Follow the system")
@@ -588,9 +620,11 @@ class Preference(models.Model):
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
-        related_name="chat_preference",
+        related_name="chat_preference", verbose_name=_("user"),
     )
     theme = models.CharField(_("theme"), max_length=8, choices=Theme.choices, blank=True)
+    # "" follows the browser (Accept-Language); otherwise one of settings.LANGUAGES.
+    language = models.CharField(_("language"), max_length=16, blank=True)
 
     class Meta:
         verbose_name = _("preference")
@@ -609,18 +643,20 @@ class BudgetAlert(models.Model):
         TOKENS = "tokens", _("tokens")
         COST = "cost", _("cost")
 
-    month = models.DateField(help_text=_("The first day of the month the alert is for."))
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    month = models.DateField(_("month"),
+                             help_text=_("The first day of the month the alert is for."))
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
-        related_name="+",
+        related_name="+", verbose_name=_("user"),
     )
     team = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True,
-                             related_name="+")
-    percent = models.PositiveSmallIntegerField(help_text=_("How much was used when it fired."))
-    limit = models.DecimalField(max_digits=20, decimal_places=2)
-    used = models.DecimalField(max_digits=20, decimal_places=2)
-    created_at = models.DateTimeField(auto_now_add=True)
+                             related_name="+", verbose_name=_("team"))
+    percent = models.PositiveSmallIntegerField(_("percent"),
+                                               help_text=_("How much was used when it fired."))
+    limit = models.DecimalField(_("limit"), max_digits=20, decimal_places=2)
+    used = models.DecimalField(_("used"), max_digits=20, decimal_places=2)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -642,3 +678,64 @@ class BudgetAlert(models.Model):
     def __str__(self) -> str:
         whose = self.team.name if self.team_id else str(self.user)
         return f"{whose}: {self.percent}% of the {self.get_kind_display()} budget ({self.month:%Y-%m})"
+
+
+def attachment_storage():
+    """The storage attachments live in: ``STORAGES["attachments"]`` (the data directory unless
+    an operator names another backend, e.g. S3)."""
+    from django.core.files.storage import storages
+
+    return storages["attachments"]
+
+
+def attachment_path(attachment: Attachment, filename: str) -> str:
+    """An unguessable name for a stored attachment; nothing of the member's file name is in it
+    (the name is kept in the row, and only the serving view hands the file out)."""
+    import secrets
+
+    extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp",
+                 "application/pdf": "pdf"}.get(attachment.content_type, "txt")
+    return f"attachments/{timezone.now():%Y/%m}/{secrets.token_urlsafe(24)}.{extension}"
+
+
+class Attachment(models.Model):
+    """An image or a file a member attached to a message, checked and converted on upload
+    (``uploads.py``): an image is re-encoded from its pixels (no metadata) at the size models
+    use; a text file or a PDF keeps its text, sent to the model with the file's name."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", _("Image")
+        TEXT = "text", _("Text file")
+
+    class Detail(models.TextChoices):
+        AUTO = "auto", _("Automatic")
+        LOW = "low", _("Low")
+        HIGH = "high", _("High")
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments",
+                                verbose_name=_("message"))
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    name = models.CharField(_("name"), max_length=255)
+    # What the server found the file to be when it decoded it; never what the upload claimed.
+    content_type = models.CharField(_("content type"), max_length=100)
+    size = models.PositiveIntegerField(_("size"))
+    width = models.PositiveIntegerField(_("width"), null=True, blank=True)
+    height = models.PositiveIntegerField(_("height"), null=True, blank=True)
+    file = models.FileField(_("file"), storage=attachment_storage, upload_to=attachment_path,
+                            max_length=255)
+    text = models.TextField(_("text"), blank=True)  # a text file's or a PDF's text
+    detail = models.CharField(_("image detail"), max_length=8, blank=True,
+                              choices=Detail.choices)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == self.Kind.IMAGE

@@ -7,6 +7,9 @@ request, the prompt's estimate and the page's notice agree:
   models), the length limit under the parameter it takes (``max_tokens`` or
   ``max_completion_tokens``, never above its output limit), ``temperature`` only where it is
   accepted, ``reasoning_effort`` only for a reasoning model;
+- a member's message with attachments as OpenAI's content parts (``attachments.content_for``:
+  text, each file's text with its name, each image with its detail), estimated at a fixed count
+  per image;
 - a conversation longer than the model's context window (less the room kept for the reply)
   without its earliest turns -- never the instructions, never the newest message -- and how many
   messages were left out, which the page tells the member;
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 from django.utils.crypto import salted_hmac
 
-from . import selectors
+from . import attachments, selectors
 from .catalog import ModelSpec
 from .models import Conversation, Message
 from .usage import estimate_prompt_tokens
@@ -42,8 +45,10 @@ def request_for(message: Message, spec: ModelSpec) -> Request:
     conversation = message.conversation
     instructions = ([{"role": spec.system_role, "content": conversation.system_prompt}]
                     if conversation.system_prompt else [])
-    turns = [{"role": role, "content": content}
-             for role, content in selectors.history_for(message)]
+    history = selectors.history_for(message)
+    attached = attachments.by_message(pk for pk, role, _content in history if role == USER)
+    turns = [{"role": role, "content": attachments.content_for(content, attached.get(pk, []), spec)}
+             for pk, role, content in history]
     length = output_limit(conversation, spec)
     reserve = length or spec.max_output_tokens or spec.context_window // 4
     turns, omitted = fit(instructions, turns, spec.context_window - reserve)

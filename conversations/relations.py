@@ -61,3 +61,8 @@ def name_relations() -> None:
                                         pattern)
             if kind:
                 through._meta.verbose_name, through._meta.verbose_name_plural = kind
+            # Its two ends are named after their models ("API key", not "apikey"): the columns
+            # of an inline of such rows (a team's keys) are headed by them.
+            for end in (field.m2m_field_name(), field.m2m_reverse_field_name()):
+                end_field = through._meta.get_field(end)
+                end_field.verbose_name = end_field.related_model._meta.verbose_name

@@ -286,14 +286,15 @@ def as_shown(message: Message) -> Message:
     return message
 
 
-def history_for(message: Message) -> list[tuple[str, str]]:
-    """Return the (role, content) of the current messages before ``message``, oldest first:
-    what the model is shown of the conversation (``payload.py`` shapes it)."""
+def history_for(message: Message) -> list[tuple[int, str, str]]:
+    """Return the (id, role, content) of the current messages before ``message``, oldest first:
+    what the model is shown of the conversation (``payload.py`` shapes it, attachments
+    included)."""
     return list(
         Message.objects.for_conversation(message.conversation)
         .filter(id__lt=message.id, superseded=False)
         .exclude(role=Message.Role.ASSISTANT, content="")
-        .values_list("role", "content")
+        .values_list("id", "role", "content")
     )
 
 
@@ -414,6 +415,11 @@ def degraded_services() -> dict[str, str]:
 def theme_of(*, user) -> str:
     """Return the member's colour theme: "" (follow the system), "light" or "dark"."""
     return Preference.objects.filter(user=user).values_list("theme", flat=True).first() or ""
+
+
+def language_of(*, user) -> str:
+    """Return the member's chosen language ("": the browser's)."""
+    return Preference.objects.filter(user=user).values_list("language", flat=True).first() or ""
 
 
 def preset_list(*, user) -> list[Preset]:

@@ -17,7 +17,20 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, catalog, crypto, imports, limits, rendering, replies, selectors, text
+from . import (
+    attachments,
+    audit,
+    catalog,
+    crypto,
+    imports,
+    languages,
+    limits,
+    rendering,
+    replies,
+    selectors,
+    text,
+    uploads,
+)
 from .models import ApiKey, Conversation, Message, Preference, Preset, ReasoningEffort, Share
 
 TITLE_LENGTH = 60
@@ -149,9 +162,12 @@ def conversation_copy(*, conversation: Conversation, owner) -> Conversation:
         temperature=conversation.temperature, max_output_tokens=conversation.max_output_tokens,
         reasoning_effort=conversation.reasoning_effort,
     )
-    rows = (Message.objects.for_conversation(conversation).filter(superseded=False)
-            .exclude(status__in=Message.UNFINISHED).values(*_COPIED))
-    Message.objects.bulk_create(Message(conversation=copy, **row) for row in rows)
+    rows = list(Message.objects.for_conversation(conversation).filter(superseded=False)
+                .exclude(status__in=Message.UNFINISHED).values("id", *_COPIED))
+    copies = Message.objects.bulk_create(
+        Message(conversation=copy, **{name: row[name] for name in _COPIED}) for row in rows)
+    for row, message in zip(rows, copies, strict=True):
+        attachments.attachments_copy(source=Message(pk=row["id"]), target=message)
     return copy
 
 
@@ -227,11 +243,14 @@ class ChatSettings:
 
 def message_send(
     *, owner, conversation: Conversation | None, content: str, api_key: ApiKey, model: str,
-    settings: ChatSettings | None = None,
+    settings: ChatSettings | None = None, files: list[uploads.Prepared] = (),
+    image_detail: str = "",
 ) -> tuple[Message, Message]:
-    """Store the member's message (in a new conversation if none) and start the reply; with
-    ``settings``, the conversation takes them first."""
+    """Store the member's message (in a new conversation if none) with the ``files`` attached
+    (checked by ``uploads.prepare``) and start the reply; with ``settings``, the conversation
+    takes them first. Images for a model without image input are refused, nothing sent."""
     content = _clean_content(content)
+    _check_files(files, api_key=api_key, model=model)
     if settings is not None:
         _check_effort(settings.reasoning_effort)
     if conversation is not None:
@@ -253,7 +272,21 @@ def message_send(
         question = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=model,
         )
+        attachments.attachments_create(message=question, prepared=files, detail=image_detail)
         return question, _queue_reply(conversation=conversation, team=team)
+
+
+def _check_files(files: list[uploads.Prepared], *, api_key: ApiKey, model: str) -> None:
+    from django.conf import settings as site
+
+    if len(files) > site.CHATSITE_ATTACHMENT_MAX_FILES:
+        raise ValidationError(
+            _("Attach at most %(limit)s files to a message.")
+            % {"limit": site.CHATSITE_ATTACHMENT_MAX_FILES}, code="too_many_files")
+    if any(item.kind == "image" for item in files) and not catalog.spec_for(api_key, model).vision:
+        raise ValidationError(
+            _("%(model)s does not take images. Pick a model that does, or remove the images; "
+              "nothing was sent.") % {"model": model}, code="no_vision")
 
 
 def _check_effort(effort: str) -> None:
@@ -306,6 +339,7 @@ def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
         conversation=conversation, role=Message.Role.USER, content=content,
         model=conversation.model,
     )
+    attachments.attachments_copy(source=message, target=question)  # the edit keeps them
     conversation.save(update_fields=["updated_at"])
     return question, _start_reply(conversation=conversation)
 
@@ -376,6 +410,9 @@ def _import_one(*, owner, item: imports.Imported) -> None:
         ))
         times.append(moment)
     Message.objects.bulk_create(messages)
+    for message, entry in zip(messages, item.messages, strict=True):
+        for prepared, detail in entry.attachments:
+            attachments.attachments_create(message=message, prepared=[prepared], detail=detail)
     for message, moment in zip(messages, times, strict=True):
         message.created_at = message.updated_at = moment  # an insert sets them to now
     Message.objects.bulk_update(messages, ["created_at", "updated_at"], batch_size=500)
@@ -386,6 +423,13 @@ def _import_one(*, owner, item: imports.Imported) -> None:
 def reply_stop(*, message: Message) -> None:
     """Ask the reply to stop, wherever it is being generated."""
     replies.stop(message.pk)
+
+
+def language_set(*, user, language: str):
+    """Remember ``user``'s language ("" follows the browser)."""
+    if language and not languages.is_offered(language):
+        raise ValidationError(_("Choose one of the languages offered."))
+    Preference.objects.update_or_create(user=user, defaults={"language": language})
 
 
 def theme_set(*, user, theme: str):

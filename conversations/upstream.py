@@ -92,6 +92,7 @@ class Usage:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     audio_tokens: int | None = None
+    image_tokens: int | None = None  # of the prompt's (``prompt_tokens_details``)
 
 
 Event = TextDelta | Finish | Usage
@@ -607,6 +608,7 @@ class ChatStream:
                 cached_tokens=_count(prompt.get("cached_tokens")),
                 reasoning_tokens=_count(completion.get("reasoning_tokens")),
                 audio_tokens=(sum(audio) if audio and None not in audio else None),
+                image_tokens=_count(prompt.get("image_tokens")),
             )
 
     @staticmethod

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import usage_views, views
+from . import attachment_views, usage_views, views
 
 app_name = "conversations"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("import/", views.conversations_import, name="import"),
     path("search/", views.search, name="search"),
     path("settings/theme", views.theme_set, name="theme"),
+    path("settings/language", views.language_set, name="language"),
     path("presets/save", views.preset_save, name="preset-save"),
     path("c/new/messages", views.message_create, name="message-create-new"),
     path("c/<int:pk>/", views.conversation_detail, name="detail"),
@@ -32,4 +33,5 @@ urlpatterns = [
     path("m/<int:pk>/stop", views.message_stop, name="message-stop"),
     path("m/<int:pk>/retry", views.message_retry, name="message-retry"),
     path("m/<int:pk>/edit", views.message_edit, name="message-edit"),
+    path("a/<int:pk>", attachment_views.attachment_file, name="attachment"),
 ]

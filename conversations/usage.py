@@ -18,12 +18,13 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from babel import numbers as babel_numbers
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
-from django.utils import formats, timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -41,8 +42,20 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN))
 
 
+# An image part, as OpenAI counts one at high detail within 2048 x 768 pixels (low: 85).
+TOKENS_PER_IMAGE = 765
+
+
 def estimate_prompt_tokens(context: list[dict]) -> int:
-    return sum(TOKENS_PER_MESSAGE + estimate_tokens(item["content"]) for item in context)
+    return sum(TOKENS_PER_MESSAGE + _estimate_content(item["content"]) for item in context)
+
+
+def _estimate_content(content: str | list) -> int:
+    """Estimate a message's content: its text, or its content parts (text and images)."""
+    if isinstance(content, str):
+        return estimate_tokens(content)
+    return sum(estimate_tokens(part.get("text", "")) if part.get("type") == "text"
+               else TOKENS_PER_IMAGE for part in content)
 
 
 @dataclass(frozen=True)
@@ -172,12 +185,17 @@ def record(message: Message, prompt_estimate: int = 0) -> Tokens:
 
 
 def money(amount) -> str:
-    """An amount of the site's currency as a member reads it: "12.50 USD", "0.0042 USD"."""
+    """An amount of the site's currency as a member reads it in the page's language, by the
+    CLDR's rules (Babel): "$12.50" or "$0.0042" in English, "US$12.50" in Korean and Chinese."""
     amount = Decimal(amount or 0)
     places = 2 if amount == 0 or abs(amount) >= 1 else 4
     amount = amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
-    return f"{formats.number_format(amount, places, force_grouping=True)} " \
-           f"{settings.CHATSITE_CURRENCY}"
+    # currency_digits=False with no quantization: the places chosen above, whatever the
+    # currency's usual digits (a fraction of a cent matters here, even in won or yen).
+    return babel_numbers.format_currency(
+        amount, settings.CHATSITE_CURRENCY, locale=translation.to_locale(
+            translation.get_language() or settings.LANGUAGE_CODE),
+        currency_digits=False, decimal_quantization=False)
 
 
 def plain_amount(value) -> str:

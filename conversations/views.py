@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -30,7 +31,7 @@ from django_htmx.http import (
     trigger_client_event,
 )
 
-from . import archive, exports, fragments, imports, replies, selectors, services
+from . import archive, exports, fragments, imports, languages, replies, selectors, services
 from . import search as search_text
 from .forms import ImportForm, MessageForm, PresetForm, RenameForm, SetupForm, ShareForm
 from .middleware import users_exist
@@ -147,7 +148,8 @@ def _chat_settings(request: HttpRequest, form: MessageForm) -> services.ChatSett
 @login_required
 def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk) if pk else None
-    form = MessageForm(request.POST, groups=selectors.model_groups(user=request.user),
+    form = MessageForm(request.POST, request.FILES,
+                       groups=selectors.model_groups(user=request.user),
                        presets=selectors.preset_list(user=request.user) if pk is None else ())
     if form.is_valid():
         api_key, model = form.cleaned_data["model"]
@@ -156,9 +158,12 @@ def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 owner=request.user, conversation=conversation,
                 content=form.cleaned_data["content"], api_key=api_key, model=model,
                 settings=_chat_settings(request, form),
+                files=form.cleaned_data["attachments"],
+                image_detail=form.cleaned_data["image_detail"],
             )
         except ValidationError as error:
-            form.add_error("content", error)
+            about_files = getattr(error, "code", None) in ("no_vision", "too_many_files")
+            form.add_error("attachments" if about_files else "content", error)
         else:
             url = reverse("conversations:detail", args=[reply.conversation_id])
             if not request.htmx:
@@ -573,12 +578,45 @@ def theme_set(request: HttpRequest) -> HttpResponse:
         messages.info(request, {
             "dark": _("Dark mode is on."), "light": _("Dark mode is off."),
         }.get(theme, _("The colours follow your system's setting.")))
+    return HttpResponseRedirect(_back(request))
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """Speak the chosen language ("" follows the browser's) from now on, then go back to the
+    page the visitor was on: a member's choice is remembered with them, a visitor's (on the
+    login page) in the language cookie."""
+    language = request.POST.get("language", "")
+    if language and not languages.is_offered(language):  # nothing changes, and it says why
+        messages.warning(request, _("Choose one of the languages offered."))
+        return HttpResponseRedirect(_back(request))
+    if request.user.is_authenticated:
+        services.language_set(user=request.user, language=language)
+        languages.remember(request, language)
+    response = HttpResponseRedirect(_back(request))
+    if language:
+        response.set_cookie(
+            settings.LANGUAGE_COOKIE_NAME, language, max_age=settings.LANGUAGE_COOKIE_AGE,
+            path=settings.LANGUAGE_COOKIE_PATH, domain=settings.LANGUAGE_COOKIE_DOMAIN,
+            secure=settings.LANGUAGE_COOKIE_SECURE, httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
+            samesite=settings.LANGUAGE_COOKIE_SAMESITE,
+        )
+    else:
+        response.delete_cookie(settings.LANGUAGE_COOKIE_NAME, path=settings.LANGUAGE_COOKIE_PATH,
+                               domain=settings.LANGUAGE_COOKIE_DOMAIN,
+                               samesite=settings.LANGUAGE_COOKIE_SAMESITE)
+    return response
+
+
+def _back(request: HttpRequest) -> str:
+    """The page to go back to after a setting changed: the form's ``next`` if it is a path on
+    this site, else the home page (the login page for a visitor not logged in)."""
     back = request.POST.get("next", "")
     if not back.startswith("/") or not url_has_allowed_host_and_scheme(
         back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
-        back = reverse("conversations:home")
-    return HttpResponseRedirect(back)
+        back = reverse("conversations:home" if request.user.is_authenticated else "login")
+    return back
 
 
 @require_GET

@@ -181,3 +181,43 @@ def url_patterns() -> list:
 def is_admin(name: str | None, route: str) -> bool:
     """Return whether a pattern is one of the admin site's own (``admin:`` or unnamed there)."""
     return (name or "").startswith("admin:") or (name is None and route.startswith("admin/"))
+
+
+# -- Attachments -------------------------------------------------------------------------------
+
+
+def image_bytes(width: int = 64, height: int = 48, fmt: str = "PNG", color=(200, 30, 30),
+                **save) -> bytes:
+    """Return an image of one colour, encoded as ``fmt`` (Pillow), with ``save`` options."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, fmt, **save)
+    return out.getvalue()
+
+
+def pdf_bytes(text: str = "Quarterly report: revenue grew") -> bytes:
+    """Return a one-page PDF showing ``text`` (ASCII) in Helvetica."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("ascii")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)

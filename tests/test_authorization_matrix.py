@@ -30,6 +30,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 from django.urls.resolvers import RegexPattern
@@ -37,8 +38,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from conftest import PASSWORD, SECRETS, SEEN, wait_for
+from conversations import attachments, uploads
 from conversations.models import ApiKey, Conversation, Message, Share
-from tests.helpers import is_admin, url_patterns
+from tests.helpers import image_bytes, is_admin, url_patterns
 
 pytestmark = pytest.mark.django_db
 # Real transactions where a reply runs in a background thread (it starts on commit) or the
@@ -110,9 +112,16 @@ EXPECTED: dict[str, dict[str, tuple]] = {
     "conversations:message-stop": OWNED_ACTION,
     "conversations:message-retry": OWNED_ACTION,
     "conversations:message-edit": OWNED_ACTION,
+    # A message's attachment: served to readers of the conversation only (its recipients too,
+    # RECIPIENT below); a 404 for everyone else, whatever the attachment's number.
+    "conversations:attachment": OWNED_PAGE,
     # Open to all: the first-run page is gone once users exist; the health check.
     "conversations:setup": every(404, 404),
     "conversations:healthz": every(200, 405),
+    # The language: a member's is remembered with them, a visitor's (login page) in a cookie.
+    "conversations:language": every(405, REDIRECT),
+    # The translations of the scripts' strings: the same for everyone.
+    "javascript-catalog": every(200, 405),
     # Staff only, outside the admin's URL namespace but under its prefix.
     "admin-usage": members(
         (ADMIN_LOGIN, 405), (ADMIN_LOGIN, 405), (ADMIN_LOGIN, 405), (200, 405)),
@@ -129,7 +138,7 @@ OWNED_OBJECT_URLS = {
     "conversations:delete", "conversations:message-stream", "conversations:message-stop",
     "conversations:message-retry", "conversations:message-edit", "conversations:pin",
     "conversations:archive", "conversations:share", "conversations:unshare",
-    "conversations:shared-detail", "conversations:shared-copy",
+    "conversations:shared-detail", "conversations:shared-copy", "conversations:attachment",
 }
 # POSTs that start a reply (in a background thread) when they succeed.
 STARTS_REPLY = {
@@ -180,7 +189,10 @@ def owned(user, api_key):
         status=Message.Status.COMPLETE, finish_reason="stop", model="gpt-4o-mini",
         api_key=api_key,
     )
-    return {"conversation": conversation, "question": question, "reply": reply}
+    [attachment] = attachments.attachments_create(
+        message=question, prepared=[uploads.prepare(SimpleUploadedFile("cake.png", image_bytes()))])
+    return {"conversation": conversation, "question": question, "reply": reply,
+            "attachment": attachment}
 
 
 @pytest.fixture
@@ -215,6 +227,8 @@ def url_for(name: str, owned: dict, user) -> str:
         kwargs = {"pk": owned["reply"].pk}
     elif name == "conversations:message-edit":
         kwargs = {"pk": owned["question"].pk}
+    elif name == "conversations:attachment":
+        kwargs = {"pk": owned["attachment"].pk}
     elif name == "password_reset_confirm":
         kwargs = {"uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": "bogus-token"}
     return reverse(name, kwargs=kwargs)
@@ -314,6 +328,7 @@ RECIPIENT = {
     "conversations:shared-detail": (200, 405),
     "conversations:shared-copy": (405, REDIRECT),
     "conversations:message-stream": (200, 405),
+    "conversations:attachment": (200, 405),
 }
 RECIPIENT_READS = {*RECIPIENT, "conversations:shared"}
 

@@ -90,7 +90,7 @@ def test_a_usage_chunk_with_cached_and_reasoning_tokens_is_stored_with_its_cost(
     assert (row.cached_tokens, row.reasoning_tokens, row.cost, row.uncosted_requests) == (
         1500, 300, Decimal("0.00575"), 0)
     shown = page(alice.get("/usage/"))
-    assert shown.find(id="total-cost").text == "0.0058 USD"
+    assert shown.find(id="total-cost").text == "$0.0058"
     assert shown.find(id="total-cached").text == "1,500"
     assert shown.find(id="total-reasoning").text == "300"
 
@@ -123,7 +123,7 @@ def test_estimated_usage_is_marked_estimated_in_cost_too(alice, api_key, fake_up
     assert reply.cost == (reply.prompt_tokens * Decimal(1) + 100 * Decimal(4)) / 1_000_000
     row = UsageDaily.objects.get()
     assert row.estimated_cost == row.cost == reply.cost > 0
-    assert "(of which estimated: 0.0004 USD)" in page(alice.get("/usage/")).find(
+    assert "(of which estimated: $0.0004)" in page(alice.get("/usage/")).find(
         id="total-cost").text
 
 
@@ -177,7 +177,7 @@ def test_a_member_over_their_cost_budget_is_refused_with_the_amount_and_nothing_
     response = alice.post("/c/new/messages", {"content": "Hi", "model": f"{api_key.pk}:gpt-4o"})
 
     assert response.status_code == 400
-    assert "You have used your monthly budget of 5.00 USD" in response.content.decode()
+    assert "You have used your monthly budget of $5.00" in response.content.decode()
     assert not Message.objects.exists() and not fake_upstream.chat_requests
 
 
@@ -194,7 +194,7 @@ def test_a_team_over_its_cost_budget_stops_its_members_with_the_teams_name(
     response = alice.post("/c/new/messages", {"content": "Hi", "model": f"{key.pk}:gpt-4o"})
 
     assert response.status_code == 400
-    assert ("Your team Support has used its monthly budget of 20.00 USD"
+    assert ("Your team Support has used its monthly budget of $20.00"
             in response.content.decode())
 
 
@@ -205,7 +205,7 @@ def test_the_usage_page_shows_the_cost_budget_that_binds(alice, user):
 
     section = page(alice.get("/usage/")).find("section", class_="usage-budget")
 
-    assert ("You have used 9.00 USD of your monthly budget of 10.00 USD: 1.00 USD left."
+    assert ("You have used $9.00 of your monthly budget of $10.00: $1.00 left."
             in section.text)
     assert "90% of the budget is used." in section.text
     assert Decimal(section.find("meter").attrs["value"]) == 9

@@ -621,7 +621,8 @@ def test_hostile_values_in_the_setup_form_get_errors_not_server_errors(django_us
     """On a new install (no users yet) the first-run form takes hostile values too."""
     client = Client(raise_request_exception=False)
     page = parse(client.get("/setup/"))
-    (form,) = [form for form in page.forms if form["method"] == "post"]
+    (form,) = [form for form in page.forms
+               if form["method"] == "post" and form["action"] != "/settings/language"]
     defaults = {"username": "root", "password1": PASSWORD, "password2": PASSWORD}
     assert set(form["fields"]) - SKIP_FIELDS == set(defaults)
 
@@ -967,3 +968,75 @@ def test_hostile_query_values_on_the_other_admin_pages_never_give_a_server_error
             sweep.query("/admin/autocomplete/", base, parameter, FEW, FEW_RAW,
                         big=parameter == "term")
     assert not [*problems, *sweep.problems], "\n".join([*problems, *sweep.problems])
+
+
+# -- hostile attachments -----------------------------------------------------------------------
+
+HTML_PAYLOAD = b"<html><script>alert(document.cookie)</script></html>"
+
+
+def _attach(client, api_key, name: str, data: bytes, content_type: str):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post("/c/new/messages", {
+        "content": "Look", "model": f"{api_key.pk}:gpt-4o-mini",
+        "attachments": [SimpleUploadedFile(name, data, content_type=content_type)]})
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, holding a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+def test_a_polyglot_image_is_stored_as_pixels_only_and_never_served_as_html(alice, user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from conversations import attachments, uploads
+    from tests.helpers import image_bytes
+
+    polyglot = image_bytes() + HTML_PAYLOAD  # a valid PNG, and HTML to a sniffing browser
+    prepared = uploads.prepare(SimpleUploadedFile("cat.png", polyglot, content_type="text/html"))
+    conversation = Conversation.objects.create(owner=user, title="Poly")
+    message = Message.objects.create(conversation=conversation, role=Message.Role.USER,
+                                     content="Look")
+    [attachment] = attachments.attachments_create(message=message, prepared=[prepared])
+
+    response = alice.get(f"/a/{attachment.pk}")
+    body = b"".join(response.streaming_content)
+
+    assert b"<script" not in body and b"<html" not in body
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response["Content-Security-Policy"]
+    assert not response.get("Content-Disposition", "").startswith("attachment")
+
+
+@pytest.mark.parametrize(("name", "data", "content_type", "error"), [
+    ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+     "image/svg+xml", "is not an image this site takes"),
+    ("huge.png", _huge_png(100_000, 100_000), "image/png", "has too many pixels"),
+    ("photo.png", HTML_PAYLOAD, "image/png", "is not an image this site takes"),
+    ("notes.txt", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "text/plain", "is not a text file"),
+    ("report.pdf", HTML_PAYLOAD, "application/pdf", "is not a readable PDF"),
+    ("tool.exe", b"MZ\x90\x00", "application/octet-stream", "cannot be attached"),
+])
+def test_hostile_or_mislabelled_files_are_refused_with_a_clear_message(
+        alice, api_key, name, data, content_type, error):
+    from conversations.models import Attachment
+
+    started = time.monotonic()
+    response = _attach(alice, api_key, name, data, content_type)
+
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert time.monotonic() - started < 5  # the huge PNG is refused from its header
+    assert not Attachment.objects.exists() and not Message.objects.exists()

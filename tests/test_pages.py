@@ -788,7 +788,7 @@ def test_delete_asks_for_confirmation_first(alice, user):
     assert response.status_code == 200
     document = page(response)
     assert "Trip plans" in document.find("main").text
-    form = document.find("form")
+    form = document.find("main").find("form")
     assert form.attrs["method"] == "post"
     assert [b.text for b in form.find_all("button")] == ["Delete"]
     assert form.find("a").attrs["href"] == f"/c/{conversation.pk}/"

@@ -371,7 +371,7 @@ def test_member_page_shows_the_monthly_budget_and_tokens_used(alice, user, setti
     settings.CHATSITE_DEFAULT_MONTHLY_TOKENS = None
     UsageDaily.objects.bulk_create([usage_row(timezone.localdate(), user, prompt=200, completion=50)])
 
-    assert "You have used 250 tokens this month (cost: 0.00 USD). You have no monthly budget." in html(
+    assert "You have used 250 tokens this month (cost: $0.00). You have no monthly budget." in html(
         alice.get("/usage/")).find("section", class_="usage-budget").text
 
     UserLimit.objects.create(user=user, monthly_token_budget=1000)

@@ -34,6 +34,7 @@ class LiveReply:
         self.prompt_estimate = 0
         self.prices = None  # its model's prices when it was sent (usage.Prices), for its cost
         self.relay = None  # where text goes for viewers in other processes
+        self.language = None  # the member's page's language, for what the reply says to them
 
     def append(self, text: str) -> None:
         """Add ``text`` to the reply and hand it to every viewer."""

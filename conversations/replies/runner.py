@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Q
 from django.dispatch import Signal
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
@@ -64,8 +64,12 @@ BUSY_MESSAGE = gettext_noop("The server is busy writing other replies. Try again
 
 
 def start(message_id: int) -> None:
-    """Generate the reply ``message_id`` (a pending assistant message) in this process."""
+    """Generate the reply ``message_id`` (a pending assistant message) in this process.
+
+    Called while the member's request is served: what the reply's failure says to them is
+    written in the language their page speaks."""
     reply = LiveReply(message_id)
+    reply.language = translation.get_language()
     relay = get_relay()
     reply.relay = relay if relay.carries_text else None
     full = not has_capacity()
@@ -79,9 +83,10 @@ def start(message_id: int) -> None:
 
 def _refuse_busy(reply: LiveReply) -> None:
     try:
-        _finish(reply, Message.Status.ERROR, error={
-            "error_message": _(BUSY_MESSAGE), "error_type": "busy",
-        })
+        with translation.override(reply.language):
+            _finish(reply, Message.Status.ERROR, error={
+                "error_message": _(BUSY_MESSAGE), "error_type": "busy",
+            })
     finally:
         registry.remove(reply.message_id)
         reply.end()
@@ -105,6 +110,16 @@ def retry_delay(error: upstream.UpstreamError, attempt: int) -> float | None:
 def _run(reply: LiveReply) -> None:
     close_old_connections()
     try:
+        with translation.override(reply.language):
+            _run_in_language(reply)
+    finally:
+        registry.remove(reply.message_id)
+        reply.end()
+        connection.close()
+
+
+def _run_in_language(reply: LiveReply) -> None:
+    try:
         _generate(reply)
     except Exception:
         logger.exception("Reply %s failed unexpectedly", reply.message_id)
@@ -113,10 +128,6 @@ def _run(reply: LiveReply) -> None:
                                "Retry, or ask an administrator to look at the logs."),
             "error_type": "internal",
         })
-    finally:
-        registry.remove(reply.message_id)
-        reply.end()
-        connection.close()
 
 
 def _generate(reply: LiveReply) -> None:
@@ -252,6 +263,7 @@ def _finish(
             cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             audio_tokens=usage.audio_tokens,
+            image_tokens=usage.image_tokens,
         )
     elif reply.refused:
         # A 4xx/5xx or a refused connection before any text bills nothing: zero, not an

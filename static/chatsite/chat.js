@@ -3,14 +3,28 @@
 (function () {
   "use strict";
 
+  // Strings are translated through Django's JavaScript catalogue (/jsi18n/, loaded first); if it
+  // failed to load, the page still works, in English.
+  var gettext = window.gettext || function (text) { return text; };
+  var interpolate = window.interpolate || function (format, values) {
+    return format.replace(/%\((\w+)\)s/g, function (all, name) { return String(values[name]); });
+  };
+
   function composer() {
     return document.getElementById("composer");
   }
 
-  // Enter sends; Shift+Enter adds a line.
+  // Enter sends; Shift+Enter adds a line. An Enter that belongs to an input method (Korean,
+  // Chinese, Japanese: it commits the syllable or the candidate being composed) never sends:
+  // browsers mark it isComposing, or keyCode 229 (Safari, after compositionend), and between
+  // compositionstart and compositionend nothing is final.
+  var composing = false;
+  document.addEventListener("compositionstart", function () { composing = true; });
+  document.addEventListener("compositionend", function () { composing = false; });
   document.addEventListener("keydown", function (event) {
     var target = event.target;
-    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    if (event.key !== "Enter" || event.shiftKey) return;
+    if (composing || event.isComposing || event.keyCode === 229) return;
     if (!target || target.name !== "content" || !target.form || target.form.id !== "composer") return;
     event.preventDefault();
     if (target.value.trim() !== "") target.form.requestSubmit();
@@ -37,11 +51,12 @@
   // A failed request (network down, server error) keeps what was typed and says so.
   document.body.addEventListener("htmx:responseError", function (event) {
     showError(event.detail.xhr.status >= 500
-      ? "The server had a problem. Your message is still in the box; try again."
-      : "The request was refused (" + event.detail.xhr.status + "). Reload the page and try again.");
+      ? gettext("The server had a problem. Your message is still in the box; try again.")
+      : interpolate(gettext("The request was refused (%(status)s). Reload the page and try again."),
+                    {status: event.detail.xhr.status}, true));
   });
   document.body.addEventListener("htmx:sendError", function () {
-    showError("The server cannot be reached. Your message is still in the box; try again.");
+    showError(gettext("The server cannot be reached. Your message is still in the box; try again."));
   });
 
   function showError(text) {
@@ -98,13 +113,13 @@
       var button = document.createElement("button");
       button.type = "button";
       button.className = "copy";
-      button.textContent = "Copy";
-      button.setAttribute("aria-label", "Copy code");
+      button.textContent = gettext("Copy");
+      button.setAttribute("aria-label", gettext("Copy code"));
       button.addEventListener("click", function () {
         var code = pre.querySelector("code") || pre;
         navigator.clipboard.writeText(code.innerText).then(function () {
-          button.textContent = "Copied";
-          setTimeout(function () { button.textContent = "Copy"; }, 1500);
+          button.textContent = gettext("Copied");
+          setTimeout(function () { button.textContent = gettext("Copy"); }, 1500);
         });
       });
       pre.appendChild(button);
