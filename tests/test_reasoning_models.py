@@ -37,7 +37,10 @@ def key(make_api_key, fake_upstream):
     """A key whose provider lists models of every style."""
     fake_upstream.default.models = MODELS
     made = make_api_key(default_model="gpt-4o")
-    fake_upstream.reset()
+    fake_upstream.reset()  # forget the listing request
+    # A later listing (the watchdog's, should the first have failed on a loaded machine) lists
+    # the same models.
+    fake_upstream.default.models = MODELS
     return made
 
 
