@@ -78,11 +78,12 @@ class AttachmentsField(forms.FileField):
 
 
 class MessageForm(forms.Form):
+    # A message is its text, its attachments or both: an image alone may ask its question.
+    needs_message = True
     content = forms.CharField(
-        label=_("Message"), max_length=100_000,
+        label=_("Message"), max_length=100_000, required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": _("Ask anything…"),
                                      "autofocus": True}),
-        error_messages={"required": _("Write a message first.")},
     )
     model = forms.ChoiceField(label=_("Model"), widget=ModelSelect)
     attachments = AttachmentsField(
@@ -156,6 +157,10 @@ class MessageForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if (self.needs_message and not cleaned.get("content", "").strip()
+                and not cleaned.get("attachments") and "attachments" not in self.errors):
+            self.add_error("content", forms.ValidationError(_("Write a message first."),
+                                                            code="required"))
         preset = cleaned.get("preset")
         if preset is not None and not any(
             cleaned.get(name) not in (None, "") for name in ("instructions", "temperature",
@@ -181,9 +186,7 @@ class PresetForm(MessageForm):
     preset_name = forms.CharField(label=_("Preset name"), max_length=100,
                                   error_messages={"required": _("Give the preset a name.")})
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["content"].required = False
+    needs_message = False
 
 
 class RenameForm(forms.Form):

@@ -219,9 +219,10 @@ def _storable(value: str) -> str:
     return text.clean(value)
 
 
-def _clean_content(content: str) -> str:
+def _clean_content(content: str, *, attached: bool = False) -> str:
+    """Return the member's text as stored; empty only beside attachments (``attached``)."""
     content = _storable(content).strip()
-    if not content:
+    if not content and not attached:
         raise ValidationError(_("Write a message first."))
     if len(content) > MAX_MESSAGE_LENGTH:
         raise ValidationError(
@@ -249,7 +250,7 @@ def message_send(
     """Store the member's message (in a new conversation if none) with the ``files`` attached
     (checked by ``uploads.prepare``) and start the reply; with ``settings``, the conversation
     takes them first. Images for a model without image input are refused, nothing sent."""
-    content = _clean_content(content)
+    content = _clean_content(content, attached=bool(files))
     _check_files(files, api_key=api_key, model=model)
     if settings is not None:
         _check_effort(settings.reasoning_effort)
@@ -266,8 +267,9 @@ def message_send(
             conversation.temperature = settings.temperature
             conversation.max_output_tokens = settings.max_output_tokens
             conversation.reasoning_effort = settings.reasoning_effort
-        if not conversation.title:
-            conversation.title = Truncator(" ".join(content.split())).chars(TITLE_LENGTH)
+        if not conversation.title:  # its first words, or the name of what it attached
+            conversation.title = Truncator(" ".join(content.split()) or files[0].name).chars(
+                TITLE_LENGTH)
         conversation.save()
         question = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=model,
@@ -327,7 +329,7 @@ def message_edit(*, message: Message, content: str) -> tuple[Message, Message]:
     The original and everything after it stay stored, shown as earlier versions, and are no
     longer sent upstream: the conversation continues from the edited message.
     """
-    content = _clean_content(content)
+    content = _clean_content(content, attached=message.attachments.exists())
     conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
     if message.role != Message.Role.USER or message.superseded:
         raise ValidationError(_("Only your own current messages can be edited."))

@@ -70,6 +70,27 @@ def test_image_is_sent_upstream_as_an_image_url_content_part_with_the_chosen_det
 
 
 @IN_TRANSACTIONS
+def test_an_image_alone_asks_its_question_and_names_the_conversation(alice, api_key, fake_upstream):
+    response = send(alice, api_key, text="", files=[upload("receipt.png", image_bytes())])
+
+    assert response.status_code == 302
+    finished_reply(Message.objects.filter(role="assistant").latest("id"))
+    attachment = Attachment.objects.get()
+    assert sent_messages(fake_upstream)[-1] == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(attachment), "detail": "auto"}},
+    ]}
+    assert Conversation.objects.get().title == "receipt.png"
+
+
+@pytest.mark.django_db
+def test_neither_text_nor_a_file_is_refused_with_a_message(alice, api_key, fake_upstream):
+    response = send(alice, api_key, text="   ")
+
+    assert "Write a message first." in response.content.decode()
+    assert not Message.objects.exists() and not fake_upstream.chat_requests
+
+
+@IN_TRANSACTIONS
 def test_without_a_choice_the_detail_is_auto_and_a_message_without_files_stays_plain_text(
         alice, api_key, fake_upstream):
     send(alice, api_key, files=[upload("a.webp", image_bytes(fmt="WEBP"), "image/webp")])

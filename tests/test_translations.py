@@ -225,3 +225,13 @@ def test_a_budget_alert_mail_is_written_in_each_recipients_language(
     by_address = {message.to[0]: message.subject for message in mail.outbox}
     assert by_address["ann@example.com"].startswith("Budget alert")
     assert by_address["kim@example.com"].startswith("예산 알림")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("header", "heading"), [("ko", "페이지를 찾을 수 없음"),
+                                                 ("zh-CN", "找不到页面")])
+def test_an_error_page_speaks_the_browsers_language(alice, header, heading):
+    response = alice.get("/c/999999/", HTTP_ACCEPT_LANGUAGE=header)
+
+    assert response.status_code == 404
+    assert heading in page(response).find("h1").text

@@ -27,7 +27,10 @@
     if (composing || event.isComposing || event.keyCode === 229) return;
     if (!target || target.name !== "content" || !target.form || target.form.id !== "composer") return;
     event.preventDefault();
-    if (target.value.trim() !== "") target.form.requestSubmit();
+    var files = target.form.elements.attachments;
+    if (target.value.trim() !== "" || (files && files.files && files.files.length)) {
+      target.form.requestSubmit();
+    }
   });
 
   // The server says the message was stored: clear the box and scroll to the reply.
