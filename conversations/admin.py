@@ -324,7 +324,7 @@ class ReadOnlyAdmin(GuardedAdminMixin, admin.ModelAdmin):
 class UsageDailyAdmin(ReadOnlyAdmin):
     list_display = ["day", "user", "team", "api_key", "organization", "project", "model",
                     "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-                    "estimated_tokens", "cached_tokens", "reasoning_tokens", "cost",
+                    "estimated_tokens", "cached_tokens", "reasoning_tokens", "image_tokens", "cost",
                     "uncosted_requests"]
     list_select_related = ["user", "team", "api_key"]
     list_filter = ["day", "team", "api_key", "organization", "project", "model"]

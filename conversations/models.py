@@ -552,6 +552,7 @@ class UsageDaily(models.Model):
     cached_tokens = models.PositiveBigIntegerField(_("cached tokens"), default=0)
     reasoning_tokens = models.PositiveBigIntegerField(_("reasoning tokens"), default=0)
     audio_tokens = models.PositiveBigIntegerField(_("audio tokens"), default=0)
+    image_tokens = models.PositiveBigIntegerField(_("image tokens"), default=0)  # of the prompt's
     # In the site's currency, of the replies whose model had a price; the others are counted in
     # ``uncosted_requests`` (rows kept from before costs were recorded count all their requests
     # there: their cost is unknown, not zero).

@@ -67,6 +67,7 @@ class Tokens:
     cached: int = 0  # of ``prompt``, read from the provider's prompt cache
     reasoning: int = 0  # of ``completion``, spent thinking
     audio: int = 0
+    image: int = 0  # of ``prompt``, for attached images
 
 
 def tokens_for(message: Message, prompt_estimate: int) -> Tokens:
@@ -80,6 +81,7 @@ def tokens_for(message: Message, prompt_estimate: int) -> Tokens:
             cached=min(message.cached_tokens or 0, message.prompt_tokens or 0),
             reasoning=message.reasoning_tokens or 0,
             audio=message.audio_tokens or 0,
+            image=message.image_tokens or 0,
         )
     completion = estimate_tokens(message.content)
     return Tokens(prompt_estimate, completion, prompt_estimate + completion, estimated=True)
@@ -158,6 +160,7 @@ def record(message: Message, prompt_estimate: int = 0) -> Tokens:
         "cached_tokens": F("cached_tokens") + tokens.cached,
         "reasoning_tokens": F("reasoning_tokens") + tokens.reasoning,
         "audio_tokens": F("audio_tokens") + tokens.audio,
+        "image_tokens": F("image_tokens") + tokens.image,
         "cost": F("cost") + (cost or 0),
         "estimated_cost": F("estimated_cost") + (cost if cost and tokens.estimated else 0),
         "uncosted_requests": F("uncosted_requests") + (1 if cost is None else 0),
@@ -174,7 +177,7 @@ def record(message: Message, prompt_estimate: int = 0) -> Tokens:
                     completion_tokens=tokens.completion, total_tokens=tokens.total,
                     estimated_tokens=tokens.total if tokens.estimated else 0,
                     cached_tokens=tokens.cached, reasoning_tokens=tokens.reasoning,
-                    audio_tokens=tokens.audio, cost=cost or 0,
+                    audio_tokens=tokens.audio, image_tokens=tokens.image, cost=cost or 0,
                     estimated_cost=cost if cost and tokens.estimated else 0,
                     uncosted_requests=1 if cost is None else 0,
                 )
@@ -282,6 +285,7 @@ TOTALS = {
     "estimated_tokens": Sum("estimated_tokens"),
     "cached_tokens": Sum("cached_tokens"),
     "reasoning_tokens": Sum("reasoning_tokens"),
+    "image_tokens": Sum("image_tokens"),
     "cost": Sum("cost"),
     "estimated_cost": Sum("estimated_cost"),
     "uncosted_requests": Sum("uncosted_requests"),

@@ -175,7 +175,7 @@ def _usage_page(request: HttpRequest, *, member: bool) -> HttpResponse:
 
 
 CSV_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "estimated_tokens",
-               "cached_tokens", "reasoning_tokens", "cost", "estimated_cost",
+               "cached_tokens", "reasoning_tokens", "image_tokens", "cost", "estimated_cost",
                "requests_without_price")
 # Spreadsheets run a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from conversations import services
-from conversations.models import Attachment, Conversation, Message, Share
+from conversations.models import Attachment, Conversation, Message, Share, UsageDaily
 from devtools.fake_upstream import Scenario
 from tests.helpers import finished_reply, image_bytes, page, pdf_bytes
 
@@ -275,6 +275,8 @@ def test_usage_records_the_image_tokens_the_provider_reports(alice, api_key, fak
 
     reply = finished_reply(Message.objects.filter(role="assistant").latest("id"))
     assert (reply.prompt_tokens, reply.image_tokens) == (800, 765)
+    assert UsageDaily.objects.get().image_tokens == 765  # in the day's totals too
+    assert page(alice.get("/usage/")).find(id="total-image").text == "765"
 
 
 @IN_TRANSACTIONS

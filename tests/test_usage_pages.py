@@ -276,17 +276,17 @@ def test_csv_export_has_a_header_and_one_line_per_day_and_value(admin_client, re
         'attachment; filename="chatsite-usage-2025-03-01-2025-03-05.csv"')
     assert csv_rows(response) == [
         ["day", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-         "estimated_tokens", "cached_tokens", "reasoning_tokens", "cost", "estimated_cost",
-         "requests_without_price", "currency"],
-        ["2025-03-01", "gpt-4o", "1", "7000", "331", "7331", "0", "0", "12", "0.02081", "0",
-         "0", "USD"],
-        ["2025-03-01", "gpt-4o-mini", "2", "100", "50", "150", "0", "20", "0", "0.000045", "0",
-         "0", "USD"],
-        # Usage from before costs were recorded: the cost is unknown (empty), not zero.
-        ["2025-03-02", "gpt-4o-mini", "3", "200", "100", "300", "40", "0", "0", "", "", "3",
-         "USD"],
-        ["2025-03-05", "gpt-4o-mini", "1", "4000", "242", "4242", "0", "0", "0", "0.000745",
+         "estimated_tokens", "cached_tokens", "reasoning_tokens", "image_tokens", "cost",
+         "estimated_cost", "requests_without_price", "currency"],
+        ["2025-03-01", "gpt-4o", "1", "7000", "331", "7331", "0", "0", "12", "0", "0.02081",
          "0", "0", "USD"],
+        ["2025-03-01", "gpt-4o-mini", "2", "100", "50", "150", "0", "20", "0", "0", "0.000045",
+         "0", "0", "USD"],
+        # Usage from before costs were recorded: the cost is unknown (empty), not zero.
+        ["2025-03-02", "gpt-4o-mini", "3", "200", "100", "300", "40", "0", "0", "0", "", "",
+         "3", "USD"],
+        ["2025-03-05", "gpt-4o-mini", "1", "4000", "242", "4242", "0", "0", "0", "0",
+         "0.000745", "0", "0", "USD"],
     ]
 
 
