@@ -68,6 +68,7 @@ def as_json(conversation: Conversation, messages: list[Message]) -> dict:
                     "total_tokens": message.total_tokens,
                     "cached_tokens": message.cached_tokens,
                     "reasoning_tokens": message.reasoning_tokens,
+                    "image_tokens": message.image_tokens,
                     "estimated": message.usage_estimated,
                 },
             }

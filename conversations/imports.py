@@ -52,6 +52,7 @@ class ImportedMessage:
     total_tokens: int | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    image_tokens: int | None = None
     usage_estimated: bool = False
     # Attached files: first as the JSON names them ({"name", "file", "detail"}), then, once read
     # from the archive and checked again like any upload, as ``uploads.Prepared`` with a detail.
@@ -320,6 +321,7 @@ def _chatsite_message(entry, where: str) -> ImportedMessage | None:
         total_tokens=_count(usage.get("total_tokens"), where, "total_tokens"),
         cached_tokens=_count(usage.get("cached_tokens"), where, "cached_tokens"),
         reasoning_tokens=_count(usage.get("reasoning_tokens"), where, "reasoning_tokens"),
+        image_tokens=_count(usage.get("image_tokens"), where, "image_tokens"),
         usage_estimated=bool(usage.get("estimated")),
     )
 

@@ -404,7 +404,8 @@ def _import_one(*, owner, item: imports.Imported) -> None:
             error_message=entry.error_message, model=entry.model, superseded=entry.superseded,
             prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
             total_tokens=entry.total_tokens, cached_tokens=entry.cached_tokens,
-            reasoning_tokens=entry.reasoning_tokens, usage_estimated=entry.usage_estimated,
+            reasoning_tokens=entry.reasoning_tokens, image_tokens=entry.image_tokens,
+            usage_estimated=entry.usage_estimated,
             content_html=rendering.render_markdown(entry.content) if reply and entry.content
             else "",
             html_version=rendering.VERSION if reply else 0,

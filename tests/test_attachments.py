@@ -277,6 +277,8 @@ def test_usage_records_the_image_tokens_the_provider_reports(alice, api_key, fak
     assert (reply.prompt_tokens, reply.image_tokens) == (800, 765)
     assert UsageDaily.objects.get().image_tokens == 765  # in the day's totals too
     assert page(alice.get("/usage/")).find(id="total-image").text == "765"
+    exported = alice.get(f"/c/{reply.conversation_id}/export", {"format": "json"}).json()
+    assert exported["messages"][-1]["usage"]["image_tokens"] == 765  # and an import keeps it
 
 
 @IN_TRANSACTIONS
