@@ -52,9 +52,13 @@ def test_an_image_attached_by_each_way_reaches_the_model_as_exact_content_parts(
     fake_upstream.queue(Scenario(tokens=["A ", "red ", "square."]))
     log_in(page, "alice")
 
+    detail = page.get_by_label("Image detail")
+    assert not detail.is_visible()  # no room taken until an image is attached
     attach(page, way, f"{way}.png")
     chip = page.locator(".composer__chip")
+    chip.wait_for()
     assert chip.count() == 1 and f"{way}.png" in chip.inner_text()
+    assert detail.is_visible()
     page.get_by_label("Message").fill("What is this?")
     page.get_by_label("Message").press("Enter")
 

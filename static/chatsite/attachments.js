@@ -72,6 +72,10 @@
         chips.appendChild(chip);
       });
     }
+    // The image detail matters once an image is attached: until then it takes no room (without
+    // JavaScript it is always shown).
+    var detail = form.querySelector(".composer__detail");
+    if (detail) detail.hidden = !Array.prototype.some.call(field.files, isImage);
     checkVision();
   }
 
