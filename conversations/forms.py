@@ -158,7 +158,8 @@ class MessageForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         if (self.needs_message and not cleaned.get("content", "").strip()
-                and not cleaned.get("attachments") and "attachments" not in self.errors):
+                and not cleaned.get("attachments") and not {"content", "attachments"} & set(
+                    self.errors)):
             self.add_error("content", forms.ValidationError(_("Write a message first."),
                                                             code="required"))
         preset = cleaned.get("preset")
