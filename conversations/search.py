@@ -124,18 +124,23 @@ def _holding(field: str, query: str) -> _Holds:
     return _Holds(F(field), Value(_like_pattern(query)))
 
 
-def _matching_messages(conversations: QuerySet[Conversation], query: str) -> QuerySet[Message]:
+def _matching_messages(conversations: QuerySet[Conversation], query: str,
+                       before: int) -> QuerySet[Message]:
+    """The messages in ``conversations`` holding ``query``, older than message ``before``: at
+    least the newest ``MESSAGE_RESULTS + 1`` of them (the one more says another page follows)."""
     if connection.vendor == "sqlite":
         # Found within ``conversations`` already; filtering on them again here would make
         # SQLite walk their messages rather than look up these few.
-        return Message.objects.filter(pk__in=_sqlite_message_ids(conversations, query))
+        return Message.objects.filter(pk__in=_sqlite_message_ids(conversations, query, before))
     if len(query) < TRIGRAM:
-        return Message.objects.filter(pk__in=_postgresql_short_ids(conversations, query))
-    return Message.objects.filter(conversation__in=conversations.values("pk")).filter(
+        return Message.objects.filter(
+            pk__in=_postgresql_short_ids(conversations, query, before))
+    return Message.objects.filter(conversation__in=conversations.values("pk"), pk__lt=before).filter(
         _holding("content", query))
 
 
-def _postgresql_short_ids(conversations: QuerySet[Conversation], query: str) -> list[int]:
+def _postgresql_short_ids(conversations: QuerySet[Conversation], query: str,
+                          before: int) -> list[int]:
     """Return the ids of the newest messages in ``conversations`` holding ``query``, one or two
     characters long, on PostgreSQL: finished messages through their pieces (0015_short_query_pieces:
     the distinct characters and pairs of each text, lower-cased, in a GIN index), the others
@@ -154,22 +159,24 @@ def _postgresql_short_ids(conversations: QuerySet[Conversation], query: str) -> 
         if cursor.fetchone()[0] > COMMON_PIECES:
             cursor.execute(
                 f"SELECT id FROM conversations_message WHERE ({piece} OR {unindexed}) "
-                f"AND conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
-                [query, pattern, *scope_params, MESSAGE_RESULTS])
+                f"AND conversation_id IN ({scope}) AND id < %s ORDER BY id DESC LIMIT %s",
+                [query, pattern, *scope_params, before, MESSAGE_RESULTS + 1])
         else:
             # MATERIALIZED: the index finds the few holding it first, whatever the planner
             # guesses of how soon a scan in id order would meet them.
             cursor.execute(
                 "WITH holding AS MATERIALIZED (SELECT id, conversation_id FROM "
                 f"conversations_message WHERE {piece}) "
-                f"SELECT id FROM holding WHERE conversation_id IN ({scope}) UNION ALL "
-                f"SELECT id FROM conversations_message WHERE {unindexed} "
-                f"AND conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
-                [query, *scope_params, pattern, *scope_params, MESSAGE_RESULTS])
+                f"SELECT id FROM holding WHERE conversation_id IN ({scope}) AND id < %s "
+                f"UNION ALL SELECT id FROM conversations_message WHERE {unindexed} "
+                f"AND conversation_id IN ({scope}) AND id < %s ORDER BY id DESC LIMIT %s",
+                [query, *scope_params, before, pattern, *scope_params, before,
+                 MESSAGE_RESULTS + 1])
         return [pk for (pk,) in cursor.fetchall()]
 
 
-def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str) -> list[int]:
+def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str,
+                        before: int) -> list[int]:
     """Return the ids of the newest messages in ``conversations`` holding ``query``, from the
     trigram index: the query as a phrase, or, shorter than a trigram, the index terms (trigrams)
     that begin with it, which every occurrence begins (thanks to the two newlines after each
@@ -194,33 +201,52 @@ def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str) -> li
     # stops at the limit.
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT id FROM conversations_message WHERE {found} "
-                       f"AND +conversation_id IN ({scope}) ORDER BY id DESC LIMIT %s",
-                       [*params, *scope_params, MESSAGE_RESULTS])
+                       f"AND +conversation_id IN ({scope}) AND id < %s ORDER BY id DESC LIMIT %s",
+                       [*params, *scope_params, before, MESSAGE_RESULTS + 1])
         return [pk for (pk,) in cursor.fetchall()]
 
 
-def search(*, conversations: QuerySet[Conversation], query: str) -> list[Hit]:
+@dataclass(frozen=True)
+class Results:
+    """One page of results: ``hits``, and ``older``, the message to continue before on the next
+    page (None: this is the last)."""
+
+    hits: list[Hit]
+    older: int | None = None
+
+
+NEWEST = 2**63 - 1  # before every message
+
+
+def search(*, conversations: QuerySet[Conversation], query: str,
+           before: int | None = None) -> Results:
     """Return what matches ``query`` in ``conversations``: the conversations whose title holds
-    it (most recently active first), then the messages that hold it (newest first)."""
+    it (most recently active first), then the messages that hold it (newest first), at most
+    ``MESSAGE_RESULTS`` of them; with ``before`` (a later page), only the messages older than
+    that one."""
     query = normalize(query)
     if not query:
-        return []
+        return Results([])
     pattern = re.compile(re.escape(query), re.IGNORECASE)
-    titled = conversations.filter(_holding("title", query)).order_by("-updated_at", "-pk")
-    hits = [
-        Hit(conversation.pk, highlight(str(conversation), pattern), None, SafeString(""),
-            conversation.updated_at)
-        for conversation in titled.only("id", "title", "updated_at")[:TITLE_RESULTS]
-    ]
-    messages = (_matching_messages(conversations, query).select_related("conversation")
-                .only("pk", "content", "created_at", "conversation__id", "conversation__title")
-                .order_by("-pk")[:MESSAGE_RESULTS])
+    hits = []
+    if before is None:
+        titled = conversations.filter(_holding("title", query)).order_by("-updated_at", "-pk")
+        hits = [
+            Hit(conversation.pk, highlight(str(conversation), pattern), None, SafeString(""),
+                conversation.updated_at)
+            for conversation in titled.only("id", "title", "updated_at")[:TITLE_RESULTS]
+        ]
+    messages = list(
+        _matching_messages(conversations, query, before or NEWEST).select_related("conversation")
+        .only("pk", "content", "created_at", "conversation__id", "conversation__title")
+        .order_by("-pk")[:MESSAGE_RESULTS + 1])
+    older = messages[MESSAGE_RESULTS - 1].pk if len(messages) > MESSAGE_RESULTS else None
     hits += [
         Hit(message.conversation.pk, highlight(str(message.conversation), pattern), message.pk,
             highlight(message.content, pattern, SNIPPET_CHARS), message.created_at)
-        for message in messages
+        for message in messages[:MESSAGE_RESULTS]
     ]
-    return hits
+    return Results(hits, older)
 
 
 def highlight(value: str, pattern: re.Pattern, width: int | None = None) -> SafeString:

@@ -435,11 +435,14 @@ def default_preset(*, user, presets: list[Preset]) -> Preset | None:
     return next((preset for preset in presets if preset.pk == chosen), None)
 
 
-def search(*, user, query: str) -> list[conversation_search.Hit]:
-    """Return what matches ``query`` in the conversations ``user`` may read: their own, and
-    those shared with them (marked ``shared``: they open read-only)."""
-    hits = conversation_search.search(conversations=conversations_readable_by(user), query=query)
+def search(*, user, query: str, before: int | None = None) -> conversation_search.Results:
+    """Return a page of what matches ``query`` in the conversations ``user`` may read: their
+    own, and those shared with them (marked ``shared``: they open read-only)."""
+    found = conversation_search.search(conversations=conversations_readable_by(user),
+                                       query=query, before=before)
+    hits = found.hits
     others = {hit.conversation_id for hit in hits} - set(
         Conversation.objects.owned_by(user).filter(pk__in={hit.conversation_id for hit in hits})
         .values_list("pk", flat=True)) if hits else set()
-    return [replace(hit, shared=hit.conversation_id in others) for hit in hits]
+    return replace(found, hits=[replace(hit, shared=hit.conversation_id in others)
+                                for hit in hits])

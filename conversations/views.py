@@ -370,8 +370,12 @@ def conversation_export(request: HttpRequest, pk: int) -> HttpResponse:
 def search(request: HttpRequest) -> HttpResponse:
     """The results of searching the member's conversations for ``q``; works without JavaScript."""
     query = search_text.normalize(request.GET.get("q", ""))
+    before = request.GET.get("before", "")
+    # A later page continues before a message; anything else there starts from the newest.
+    before = int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None
+    found = selectors.search(user=request.user, query=query, before=before)
     return render(request, "conversations/search.html", {
-        "query": query, "results": selectors.search(user=request.user, query=query),
+        "query": query, "results": found.hits, "older": found.older, "later_page": before,
     })
 
 

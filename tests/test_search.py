@@ -54,6 +54,17 @@ def results(client, query: str) -> list[dict[str, str]]:
     return found
 
 
+def results_of(response) -> list[dict[str, str]]:
+    """The results on a search page already fetched."""
+    assert response.status_code == 200
+    found = []
+    for item in re.findall(r'<li class="search-result">(.*?)</li>', response.content.decode(),
+                           re.S):
+        link = re.search(r'<a href="([^"]+)"><bdi>(.*?)</bdi></a>', item, re.S)
+        found.append({"href": link.group(1), "title": link.group(2)})
+    return found
+
+
 def links(client, query: str) -> list[str]:
     return [result["href"] for result in results(client, query)]
 
@@ -146,6 +157,39 @@ def test_postgresql_keeps_the_pieces_of_finished_messages_for_short_queries(alic
     assert pieces(reply.pk) is None  # still being written: found by ILIKE among these few
     Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE, content="Soon")
     assert pieces(reply.pk) == ["n", "o", "on", "oo", "s", "so"]
+
+
+@pytest.mark.parametrize("query", ["예산", "budget 예산"])  # the short path and the index
+def test_many_results_continue_page_by_page_newest_first(alice, user, query, monkeypatch):
+    conversation = chat(user, *[f"budget 예산 item {number}" for number in range(55)],
+                        title="Budget 예산 talks")
+    newest_first = [at(conversation, f"budget 예산 item {number}") for number in range(54, -1, -1)]
+
+    first = alice.get(SEARCH, {"q": query}).content.decode()
+    assert links(alice, query) == [at(conversation), *newest_first[:50]]  # the title, 50 messages
+    assert "The first 51 results" in first
+    more = re.search(r'<a href="\?q=([^"&]+)&amp;before=(\d+)" rel="next">More results</a>', first)
+    assert more and int(more.group(2)) == message(conversation, "budget 예산 item 5").pk
+
+    second = alice.get(SEARCH, {"q": query, "before": more.group(2)})
+    found = [result["href"] for result in results_of(second)]
+    assert found == newest_first[50:]  # the 5 older ones, no title again
+    assert "rel=\"next\"" not in second.content.decode()
+    assert "5 older results" in second.content.decode()
+
+    monkeypatch.setattr(search, "COMMON_PIECES", 1)  # PostgreSQL's path for a common query
+    monkeypatch.setattr(search, "MAX_TERMS", 1)  # SQLite's
+    again = alice.get(SEARCH, {"q": query, "before": more.group(2)})
+    assert [result["href"] for result in results_of(again)] == newest_first[50:]
+
+
+@pytest.mark.parametrize("before", ["abc", "-5", "9" * 40, "１２"])
+def test_a_page_address_that_is_not_a_message_starts_from_the_newest(alice, user, before):
+    conversation = chat(user, "the budget")
+
+    assert [result["href"] for result in results_of(alice.get(SEARCH, {"q": "budget",
+                                                                        "before": before}))] == [
+        at(conversation, "the budget")]
 
 
 def test_a_title_is_found_and_its_result_opens_the_conversation(alice, user):
