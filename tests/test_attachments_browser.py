@@ -74,6 +74,8 @@ def test_an_image_attached_by_each_way_reaches_the_model_as_exact_content_parts(
     image = page.locator("article.message--user img.attachments__image")
     image.wait_for()
     assert image.get_attribute("alt") == f"{way}.png"
+    # Served and decoded: wait until the browser has loaded it (or given up on it).
+    page.wait_for_function("img => img.complete", arg=image.element_handle())
     assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 40
 
 
