@@ -8,7 +8,7 @@ from django.core.validators import MaxLengthValidator, MaxValueValidator
 from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
-from . import crypto
+from . import crypto, uploads
 from .models import ApiKey, ReasoningEffort
 from .selectors import ModelGroup
 
@@ -57,15 +57,8 @@ class AttachmentsField(forms.FileField):
     widget = MultipleFileInput
 
     def clean(self, data, initial=None):
-        from django.conf import settings
-
-        from . import uploads
-
         files = [item for item in (data if isinstance(data, (list, tuple)) else [data]) if item]
-        if len(files) > settings.CHATSITE_ATTACHMENT_MAX_FILES:
-            raise forms.ValidationError(
-                _("Attach at most %(limit)s files to a message.")
-                % {"limit": settings.CHATSITE_ATTACHMENT_MAX_FILES}, code="too_many_files")
+        uploads.check_count(len(files))  # before decoding any of them
         prepared, errors = [], []
         for upload in files:
             try:

@@ -279,12 +279,7 @@ def message_send(
 
 
 def _check_files(files: list[uploads.Prepared], *, api_key: ApiKey, model: str) -> None:
-    from django.conf import settings as site
-
-    if len(files) > site.CHATSITE_ATTACHMENT_MAX_FILES:
-        raise ValidationError(
-            _("Attach at most %(limit)s files to a message.")
-            % {"limit": site.CHATSITE_ATTACHMENT_MAX_FILES}, code="too_many_files")
+    uploads.check_count(len(files))
     if any(item.kind == "image" for item in files) and not catalog.spec_for(api_key, model).vision:
         raise ValidationError(
             _("%(model)s does not take images. Pick a model that does, or remove the images; "

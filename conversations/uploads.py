@@ -52,6 +52,14 @@ class Prepared:
     text: str = ""
 
 
+def check_count(count: int) -> None:
+    """Refuse more files than a message may carry."""
+    if count > settings.CHATSITE_ATTACHMENT_MAX_FILES:
+        raise ValidationError(
+            _("Attach at most %(limit)s files to a message.")
+            % {"limit": settings.CHATSITE_ATTACHMENT_MAX_FILES}, code="too_many_files")
+
+
 def clean_name(name: str) -> str:
     """Return the file's name as shown and sent: no path, no control characters, no quotes."""
     name = text_rules.clean(str(name or "")).replace("\\", "/").rsplit("/", 1)[-1]

@@ -312,8 +312,9 @@ def watch(page) -> list[str]:
 
 
 def log_in(page, username: str) -> None:
+    """Log in on the login page, in whatever language it speaks."""
     page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page.locator("#id_username").fill(username)
+    page.locator("#id_password").fill(PASSWORD)
+    page.locator("main button[type=submit]").click()
     page.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*/$"))

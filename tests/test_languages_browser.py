@@ -81,6 +81,19 @@ def api_key(make_api_key):
                         default_model="gpt-4o-mini")
 
 
+def english_left_on(tab, pages: list[str], language: str) -> dict[str, list[str]]:
+    """Visit each page (as the member logged in, in ``language``); return the English left on
+    each that has some."""
+    left = {}
+    for path in pages:
+        tab.goto(path)
+        assert "/accounts/login/" not in tab.url, path  # the page itself, not the login page
+        assert tab.locator("html").get_attribute("lang") == language, path
+        if english_left(tab):
+            left[path] = english_left(tab)
+    return left
+
+
 @pytest.fixture
 def member_with_history(user, other_user, api_key):
     """A member with a finished chat (in Korean and Chinese), one shared with them, and usage."""
@@ -108,22 +121,12 @@ def test_every_member_page_speaks_the_browsers_language_with_no_english_chrome(
     tab.goto("/accounts/login/")
     assert tab.locator("html").get_attribute("lang") == language
     assert english_left(tab) == []
-    tab.locator("#id_username").fill("alice")
-    tab.locator("#id_password").fill(PASSWORD)
-    tab.locator("main button[type=submit]").click()
-    tab.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*/$"))
+    log_in(tab, "alice")
 
     pages = ["/", f"/c/{member_with_history.pk}/", "/usage/", "/search/?q=계획", "/shared/",
              "/archived/", "/import/", "/accounts/password_change/",
              f"/shared/{Share.objects.get().conversation_id}/"]
-    left = {}
-    for path in pages:
-        tab.goto(path)
-        assert "/accounts/login/" not in tab.url, path  # the page itself, not the login page
-        assert tab.locator("html").get_attribute("lang") == language, path
-        if english_left(tab):
-            left[path] = english_left(tab)
-    assert left == {}
+    assert english_left_on(tab, pages, language) == {}
     context.close()
     assert not errors, errors
 
@@ -146,10 +149,7 @@ def test_the_chooser_switches_the_language_and_it_stays_with_the_member(
     elsewhere = browser.new_context(base_url=live_url, locale="zh-CN").new_page()
     elsewhere.goto("/accounts/login/")
     assert elsewhere.locator("html").get_attribute("lang") == "zh-hans"
-    elsewhere.locator("#id_username").fill("alice")
-    elsewhere.locator("#id_password").fill(PASSWORD)
-    elsewhere.locator("main button[type=submit]").click()
-    elsewhere.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*/$"))
+    log_in(elsewhere, "alice")
     assert elsewhere.locator("html").get_attribute("lang") == "ko"  # the member's choice
     elsewhere.context.close()
 
@@ -188,7 +188,7 @@ def test_the_admin_speaks_the_browsers_language_with_no_english_chrome(
     context = browser.new_context(base_url=live_url, locale=BROWSER_LOCALES[language])
     tab = context.new_page()
     errors = watch(tab)
-    log_in_as(tab, "root")
+    log_in(tab, "root")
     key = member_with_history.api_key
     pages = ["/admin/", "/admin/conversations/apikey/", f"/admin/conversations/apikey/{key.pk}/change/",
              "/admin/conversations/apikey/add/", "/admin/auth/group/", "/admin/auth/group/add/",
@@ -197,21 +197,7 @@ def test_the_admin_speaks_the_browsers_language_with_no_english_chrome(
              "/admin/conversations/userlimit/add/", "/admin/conversations/budgetalert/",
              "/admin/conversations/auditevent/", "/admin/conversations/usagedaily/",
              "/admin/usage/"]
-    left = {}
-    for path in pages:
-        tab.goto(path)
-        assert "/accounts/login/" not in tab.url, path  # the page itself, not the login page
-        assert tab.locator("html").get_attribute("lang") == language, path
-        if english_left(tab):
-            left[path] = english_left(tab)
+    left = english_left_on(tab, pages, language)
     context.close()
     assert left == {}
     assert not errors, errors
-
-
-def log_in_as(tab, username: str) -> None:
-    tab.goto("/accounts/login/")
-    tab.locator("#id_username").fill(username)
-    tab.locator("#id_password").fill(PASSWORD)
-    tab.locator("main button[type=submit]").click()
-    tab.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*/$"))

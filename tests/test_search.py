@@ -40,18 +40,9 @@ def message(conversation: Conversation, content: str) -> Message:
 
 
 def results(client, query: str) -> list[dict[str, str]]:
-    """Search as a member's browser without JavaScript does; return each result's link, title,
-    snippet (as HTML) and snippet text."""
-    response = client.get(SEARCH, {"q": query})
-    assert response.status_code == 200
-    html = response.content.decode()
-    found = []
-    for item in re.findall(r'<li class="search-result">(.*?)</li>', html, re.S):
-        link = re.search(r'<a href="([^"]+)"><bdi>(.*?)</bdi></a>', item, re.S)
-        snippet = re.search(r'<p class="search-result__snippet"><bdi>(.*?)</bdi></p>', item, re.S)
-        found.append({"href": link.group(1), "title": link.group(2),
-                      "snippet": snippet.group(1) if snippet else ""})
-    return found
+    """Search as a member's browser without JavaScript does; return each result's link, title
+    and snippet (as HTML)."""
+    return results_of(client.get(SEARCH, {"q": query}))
 
 
 def results_of(response) -> list[dict[str, str]]:
@@ -61,7 +52,9 @@ def results_of(response) -> list[dict[str, str]]:
     for item in re.findall(r'<li class="search-result">(.*?)</li>', response.content.decode(),
                            re.S):
         link = re.search(r'<a href="([^"]+)"><bdi>(.*?)</bdi></a>', item, re.S)
-        found.append({"href": link.group(1), "title": link.group(2)})
+        snippet = re.search(r'<p class="search-result__snippet"><bdi>(.*?)</bdi></p>', item, re.S)
+        found.append({"href": link.group(1), "title": link.group(2),
+                      "snippet": snippet.group(1) if snippet else ""})
     return found
 
 
