@@ -4,7 +4,8 @@ sent of them.
 A stored file is named unguessably and handed out only by the serving view, to those who may
 read the conversation. Rows may share a file (an edited message keeps its attachments, a copy
 of a shared conversation keeps them too): a file leaves storage when the last row naming it is
-deleted, once the deletion has committed.
+deleted, once the deletion has committed. Files stored by a transaction that then fails (a busy
+server, an import refused halfway) are deleted with it (``removed_unless_kept``).
 
 Sent upstream as OpenAI's content parts: the message's text, each text file as a text part with
 its name, each image as an ``image_url`` part (a data URL, or the storage's https URL where
@@ -16,8 +17,11 @@ the conversation must not make a later question fail.
 from __future__ import annotations
 
 import base64
+import contextvars
+import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -27,6 +31,34 @@ from django.db.models.signals import post_delete
 from .catalog import ModelSpec
 from .models import Attachment, Message
 from .uploads import Prepared
+
+logger = logging.getLogger(__name__)
+
+# The files stored so far inside ``removed_unless_kept`` (storage, name), if any.
+_stored: contextvars.ContextVar[list | None] = contextvars.ContextVar("stored", default=None)
+
+
+@contextmanager
+def removed_unless_kept() -> Iterator[None]:
+    """Delete the files ``attachments_create`` stores inside this block if the block fails.
+
+    Put it around the transaction that stores them: its rows are rolled back on the way out,
+    and the files, which no transaction covers, are deleted here, so none is left that no row
+    names."""
+    stored: list = []
+    token = _stored.set(stored)
+    try:
+        yield
+    except BaseException:
+        for storage, name in stored:
+            try:
+                storage.delete(name)
+            except OSError as error:
+                logger.warning("Could not delete the stored file of a message that was not "
+                               "kept: %s", error)
+        raise
+    finally:
+        _stored.reset(token)
 
 
 def attachments_create(*, message: Message, prepared: Iterable[Prepared],
@@ -40,6 +72,8 @@ def attachments_create(*, message: Message, prepared: Iterable[Prepared],
             detail=detail if item.kind == Attachment.Kind.IMAGE else "",
         )
         attachment.file.save(item.name, ContentFile(item.data), save=False)
+        if (stored := _stored.get()) is not None:
+            stored.append((attachment.file.storage, attachment.file.name))
         attachment.save()
         created.append(attachment)
     return created

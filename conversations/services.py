@@ -257,7 +257,7 @@ def message_send(
     if conversation is not None:
         _ensure_idle(conversation)  # a second message would cut the first reply off
     team = _reply_team(owner=owner, key=api_key, model=model)
-    with transaction.atomic():
+    with attachments.removed_unless_kept(), transaction.atomic():
         if conversation is None:
             conversation = Conversation(owner=owner)
         conversation.api_key = api_key
@@ -355,7 +355,7 @@ def conversations_import(*, owner, conversations: list[imports.Imported]) -> Imp
     rendered now, by the sanitizing Markdown path, and keep their times from the file.
     """
     try:
-        with transaction.atomic():
+        with attachments.removed_unless_kept(), transaction.atomic():
             return _import(owner=owner, conversations=conversations)
     except IntegrityError:  # the same file, imported at the same moment by another request
         raise ValidationError(_("These conversations are being imported already. Reload the "

@@ -55,9 +55,11 @@ def _chat_page(
     sidebar = _sidebar(request)
     if isinstance(sidebar, HttpResponse):
         return sidebar
-    groups = selectors.model_groups(user=request.user)
-    presets = selectors.preset_list(user=request.user) if conversation is None else []
-    if form is None:
+    if form is not None:  # a refused message: the form already holds the member's choices
+        groups, presets = form.groups, list(form.presets.values())
+    else:
+        groups = selectors.model_groups(user=request.user)
+        presets = selectors.preset_list(user=request.user) if conversation is None else []
         initial = {"model": _initial_model(request.user, conversation, groups)}
         if conversation is not None:
             initial.update(instructions=conversation.system_prompt,
@@ -89,12 +91,14 @@ def _chat_page(
 
 
 def _initial_model(user, conversation: Conversation | None, groups) -> str:
-    """Return the model choice to preselect: the conversation's, the team's default, the key's."""
+    """Return the model choice to preselect: the conversation's, the team's default, the key's
+    (the team's is looked up only when the conversation's is not offered)."""
     offered = {f"{group.key.pk}:{model}" for group in groups for model in group.models}
-    wanted = []
     if conversation and conversation.api_key_id and conversation.model:
-        wanted.append(f"{conversation.api_key_id}:{conversation.model}")
-    team_default = selectors.default_choice(user=user)
+        if (choice := f"{conversation.api_key_id}:{conversation.model}") in offered:
+            return choice
+    wanted = []
+    team_default = selectors.default_choice(user=user) if offered else None
     if team_default:
         wanted.append(f"{team_default[0]}:{team_default[1]}")
     wanted += [f"{group.key.pk}:{group.key.default_model}" for group in groups]

@@ -66,6 +66,18 @@ def _fast_password_hashing() -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _templates_render_uninstrumented(django_test_environment) -> None:
+    """Render templates as the site does. Django's test setup wraps every template render to
+    record its context for ``response.context`` (a copy per template, widget and include: a
+    fifth of a chat page's cost); the tests read what the page shows instead."""
+    from django.template import Template
+
+    original = getattr(Template, "_original_render", None)
+    if original is not None:
+        Template._render = original
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _close_database_pools(django_db_setup, django_db_blocker) -> Iterator[None]:
     """Close PostgreSQL connection pools before the test database is dropped."""
     yield

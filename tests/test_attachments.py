@@ -246,6 +246,41 @@ def test_regenerate_and_edit_keep_the_attachments(alice, api_key, fake_upstream)
     assert edited.pk != question.pk and edited.attachments.count() == 1
 
 
+def stored_files(storage, folder: str = "") -> set[str]:
+    """Every file name in ``storage`` under ``folder``."""
+    folders, files = storage.listdir(folder) if storage.exists(folder) else ([], [])
+    found = {f"{folder}/{name}".lstrip("/") for name in files}
+    for name in folders:
+        found |= stored_files(storage, f"{folder}/{name}".lstrip("/"))
+    return found
+
+
+@pytest.mark.django_db
+def test_a_message_whose_transaction_fails_leaves_no_file_in_storage(api_key, user,
+                                                                    monkeypatch):
+    """The file is stored before the rows commit: if they are rolled back (here the reply's
+    insert fails), the file goes too, and nothing names a file that is not there."""
+    from django.core.files.storage import storages
+    from django.db import DatabaseError
+
+    from conversations import uploads
+
+    storage = storages["attachments"]
+    before = stored_files(storage)
+    image = uploads.prepare(upload("cat.png", image_bytes(), "image/png"))
+
+    def fails(**kwargs):
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(services, "_queue_reply", fails)
+    with pytest.raises(DatabaseError):
+        services.message_send(owner=user, conversation=None, content="What is this?",
+                              api_key=api_key, model="gpt-4o-mini", files=[image])
+
+    assert not Attachment.objects.exists() and not Message.objects.exists()
+    assert stored_files(storage) == before
+
+
 @IN_TRANSACTIONS
 def test_files_leave_storage_with_the_conversation_once_no_message_names_them(
         alice, api_key, fake_upstream, user):
