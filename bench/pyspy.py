@@ -46,6 +46,27 @@ def start(pid: int, workdir: Path) -> Spy | None:
     return Spy(process, output)
 
 
+# Where a sample's CPU went, by the first of these its stack passes through (in this order): the
+# reply engine's threads, the views, then the layers under every request.
+LAYERS = [
+    ("reply generation (runner thread)", "replies/runner.py"),
+    ("reply flusher and watchdog", "replies/flusher.py"),
+    ("message POST view", "message_create"),
+    ("chat page view", "_chat_page"),
+    ("stream view: access check", "_stream_target"),
+    ("stream view: reading the reply, final HTML", "run_sync"),
+    ("stream view: events", "replies/stream.py"),
+    ("other views", "conversations/views.py"),
+    ("session and user (middleware)", "django/contrib/auth"),
+    ("Django's request handling and middleware", "django/core/handlers"),
+    ("uvicorn (HTTP, sending)", "uvicorn/"),
+]
+
+
+def layer_of(stack: str) -> str:
+    return next((name for name, marker in LAYERS if marker in stack), "other (event loop, idle)")
+
+
 def thread_kind(name: str) -> str:
     """Group thread names: generation_12 → generation, ThreadPoolExecutor-3_0 → executor."""
     if name.startswith("ThreadPoolExecutor"):
@@ -64,6 +85,7 @@ def finish(spy: Spy) -> dict:
     if not spy.output.exists():
         return {"error": "py-spy wrote nothing (ptrace not permitted?)"}
     by_thread: Counter[str] = Counter()
+    by_layer: Counter[str] = Counter()
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -73,6 +95,7 @@ def finish(spy: Spy) -> dict:
             continue
         count = int(count_text)
         total += count
+        by_layer[layer_of(stack)] += count
         frames = stack.split(";")
         thread = THREAD.match(frames[0])
         if thread:
@@ -95,6 +118,7 @@ def finish(spy: Spy) -> dict:
         "rate": RATE,
         "raw": str(spy.output),
         "by_thread_pct": share(by_thread, 12),
+        "by_layer_pct": share(by_layer, len(LAYERS) + 1),
         "self_pct": share(own, 30),
         "inclusive_pct": share(inclusive, 60),
     }

@@ -8,6 +8,10 @@ requests, which other work on the machine barely changes, and wall time per requ
 that is still being written (until its first bytes), the stream of a finished reply (to its
 ``done`` event), and a whole exchange: the htmx POST of a message and its one-token reply read
 to the end.
+
+``--profile`` also samples the server with py-spy (``.venv/bin/pip install py-spy``; not a
+project dependency) while each kind runs, and prints where its CPU went by layer: uvicorn,
+Django's request handling and middleware, the session and user, the view, the reply engine.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import environment, load  # noqa: E402
+from bench import environment, load, pyspy  # noqa: E402
 from bench.analysis import percentile  # noqa: E402
 from bench.client import fetch, open_stream  # noqa: E402
 
 
-async def measure(run: load.Run, n: int) -> dict:
+async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
     browser = await load.login(run.port, run.password, run.key_id)
     run.scenario(tokens=["Hi"])
     conversation = await load.create_conversation(browser, 0)
@@ -65,6 +69,9 @@ async def measure(run: load.Run, n: int) -> dict:
         for _ in range(5):  # warm-up
             await one()
         walls = []
+        spy = pyspy.start(run.server.pid, run.workdir) if profile else None
+        if spy is not None:
+            await asyncio.sleep(1.0)  # py-spy attaches
         cpu = sum(environment.cpu_seconds(pid) for pid in run.server.pids())
         for _ in range(n):
             started = time.perf_counter()
@@ -80,6 +87,11 @@ async def measure(run: load.Run, n: int) -> dict:
         print(f"{name:32} server CPU {results[name]['server_cpu_ms']:7.2f} ms/request   "
               f"wall p50 {results[name]['wall_ms_p50']:7.2f} ms  p95 "
               f"{results[name]['wall_ms_p95']:7.2f} ms", flush=True)
+        if spy is not None:
+            profiled = pyspy.finish(spy)
+            results[name]["by_layer_pct"] = profiled.get("by_layer_pct")
+            for layer, pct in profiled.get("by_layer_pct") or []:
+                print(f"    {pct:5.1f}%  {layer}")
     return results
 
 
@@ -89,6 +101,8 @@ def main() -> int:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--settings", default="chatsite.settings")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the server with py-spy; print where each kind's CPU goes")
     options = parser.parse_args()
     args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings]
                            + (["--database-url", options.database_url]
@@ -99,7 +113,7 @@ def main() -> int:
         run.start()
         print(f"{run.database.kind}, {options.settings}, sum(range(1000)) "
               f"{load.python_speed_us()} us", flush=True)
-        results = asyncio.run(asyncio.wait_for(measure(run, options.n), 900))
+        results = asyncio.run(asyncio.wait_for(measure(run, options.n, options.profile), 900))
     finally:
         run.stop()
     if options.out:

@@ -79,10 +79,15 @@ def _templates_render_uninstrumented(django_test_environment) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _close_database_pools(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """Close PostgreSQL connection pools before the test database is dropped."""
+    """Before the test database is dropped: end the reply engine's background threads (which
+    would otherwise query a database being dropped, and on PostgreSQL keep it from being
+    dropped), then close PostgreSQL connection pools."""
     yield
     from django.db import connections
 
+    from conversations.replies import daemon
+
+    daemon.stop_all()
     with django_db_blocker.unblock():
         for connection in connections.all(initialized_only=True):
             if getattr(connection, "pool", None) is not None:

@@ -25,7 +25,7 @@ from django.db.models.functions import Concat
 from .. import text as text_rules
 from ..models import Message
 from . import leases, registry
-from .daemon import Daemon
+from .daemon import Daemon, pause
 from .relay import get_relay
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ BATCH = 200  # replies per UPDATE statement
 
 def _run() -> None:
     last_stop_check = 0.0
-    while True:
-        time.sleep(TICK)
+    while pause(TICK):
         try:
             replies = registry.all_live()
             if not replies:
@@ -52,6 +51,7 @@ def _run() -> None:
         except Exception:
             logger.exception("Flushing streamed replies failed; retrying")
             connection.close()
+    connection.close()
 
 
 def check_deadlines(replies, now: float) -> None:

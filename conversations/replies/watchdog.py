@@ -8,21 +8,22 @@ database, for relays that cannot tell (one query for all viewers, not one per vi
 from __future__ import annotations
 
 import logging
-import time
 
 from django.conf import settings
 from django.db import connection
 
 from . import leases
-from .daemon import Daemon
+from .daemon import Daemon, pause
 from .relay import get_relay
 
 logger = logging.getLogger(__name__)
 
+def _interval() -> float:
+    return max(0.2, min(settings.CHATSITE_KEEPALIVE_SECONDS, settings.CHATSITE_LEASE_SECONDS / 2))
+
+
 def _run() -> None:
-    while True:
-        time.sleep(max(0.2, min(settings.CHATSITE_KEEPALIVE_SECONDS,
-                                settings.CHATSITE_LEASE_SECONDS / 2)))
+    while pause(_interval()):
         try:
             check()
         except Exception:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from django.db import connection
 from django.db.models import Case, IntegerField, TextField, Value, When
 from django.db.models.functions import Length, Substr
 
+from .. import daemon
 from ..feed import Delta, End, Feed
 from .base import Fanout, stops_in_database
 
@@ -34,21 +34,20 @@ class Relay(Fanout):
         feed = super().subscribe(message_id)
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="reply-poller", daemon=True)
-                self._thread.start()
+                self._thread = daemon.start("reply-poller", self._run)
         return feed
 
     def stops_requested(self, message_ids: list[int]) -> set[int]:
         return stops_in_database(message_ids)
 
     def _run(self) -> None:
-        while True:
-            time.sleep(POLL_SECONDS)
+        while daemon.pause(POLL_SECONDS):
             try:
                 self.poll()
             except Exception:
                 logger.exception("Polling replies failed; retrying")
                 connection.close()
+        connection.close()
 
     def poll(self) -> None:
         from ...models import Message
