@@ -12,7 +12,6 @@ never starts a second upstream call, and a stale reply is shown as interrupted w
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
@@ -42,7 +41,7 @@ def release_request_thread() -> None:
     thread (the middleware's and the view's synchronous code) normally lives until the
     response is sent: for a stream open for hours, an idle OS thread per viewer. Once the body
     streams, the middleware and the view are done with it, so it can stop; a later synchronous
-    step of the stream runs on a shared pool (``run_sync``).
+    step of the stream gets a new one (``run_sync``), released again right after.
     """
     variable = getattr(SyncToAsync, "thread_sensitive_context", None)
     executors = getattr(SyncToAsync, "context_to_thread_executor", None)
@@ -56,25 +55,8 @@ def release_request_thread() -> None:
         executor.shutdown(wait=False)
 
 
-# The synchronous steps of streams whose request thread is gone (reading the reply, rendering
-# its final HTML): a few threads kept for all of them, instead of a new thread for each step.
-_steps = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-step")
-
-
-def _in_request_context() -> bool:
-    """Whether this stream is served by Django's ASGI handler (its request's own thread was
-    released), rather than called inside a synchronous caller such as the test client."""
-    variable = getattr(SyncToAsync, "thread_sensitive_context", None)
-    return variable is not None and variable.get(None) is not None
-
-
 async def run_sync(function, *args):
-    """Run a synchronous step of a stream, holding no connection afterwards (each step gives
-    its connection back) and no thread of its own: under the ASGI handler the step runs on a
-    small pool kept for all streams; called from synchronous code (the test client), on that
-    code's thread, as Django does."""
-    if _in_request_context():
-        return await sync_to_async(function, thread_sensitive=False, executor=_steps)(*args)
+    """Run a synchronous step of a stream, holding no thread or connection afterwards."""
     try:
         return await sync_to_async(function)(*args)
     finally:
