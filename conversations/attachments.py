@@ -4,8 +4,8 @@ sent of them.
 A stored file is named unguessably and handed out only by the serving view, to those who may
 read the conversation. Rows may share a file (an edited message keeps its attachments, a copy
 of a shared conversation keeps them too): a file leaves storage when the last row naming it is
-deleted, once the deletion has committed. Files stored by a transaction that then fails (a busy
-server, an import refused halfway) are deleted with it (``removed_unless_kept``).
+deleted, once the deletion has committed. Files stored by a transaction that then fails (a database
+error, an import refused halfway) are deleted with it (``removed_unless_kept``).
 
 Sent upstream as OpenAI's content parts: the message's text, each text file as a text part with
 its name, each image as an ``image_url`` part (a data URL, or the storage's https URL where

@@ -18,6 +18,7 @@ from .relay import get_relay
 
 logger = logging.getLogger(__name__)
 
+
 def _interval() -> float:
     return max(0.2, min(settings.CHATSITE_KEEPALIVE_SECONDS, settings.CHATSITE_LEASE_SECONDS / 2))
 
