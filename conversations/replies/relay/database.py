@@ -9,7 +9,6 @@ reply costs the same per poll as a short one.
 from __future__ import annotations
 
 import logging
-import threading
 
 from django.db import connection
 from django.db.models import Case, IntegerField, TextField, Value, When
@@ -27,14 +26,11 @@ POLL_SECONDS = 0.25
 class Relay(Fanout):
     def __init__(self) -> None:
         super().__init__()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._poller = daemon.Daemon("reply-poller", self._run)
 
     def subscribe(self, message_id: int) -> Feed:
         feed = super().subscribe(message_id)
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = daemon.start("reply-poller", self._run)
+        self._poller.ensure_running()
         return feed
 
     def stops_requested(self, message_ids: list[int]) -> set[int]:
