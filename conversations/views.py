@@ -31,7 +31,17 @@ from django_htmx.http import (
     trigger_client_event,
 )
 
-from . import archive, exports, fragments, imports, languages, replies, selectors, services
+from . import (
+    archive,
+    context_processors,
+    exports,
+    fragments,
+    imports,
+    languages,
+    replies,
+    selectors,
+    services,
+)
 from . import search as search_text
 from .forms import ImportForm, MessageForm, PresetForm, RenameForm, SetupForm, ShareForm
 from .middleware import users_exist
@@ -583,6 +593,7 @@ def theme_set(request: HttpRequest) -> HttpResponse:
         for text in error.messages:
             messages.warning(request, text)
     else:
+        context_processors.remember_theme(request, theme)
         messages.info(request, {
             "dark": _("Dark mode is on."), "light": _("Dark mode is off."),
         }.get(theme, _("The colours follow your system's setting.")))

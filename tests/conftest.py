@@ -71,10 +71,11 @@ def _templates_render_uninstrumented(django_test_environment) -> None:
     record its context for ``response.context`` (a copy per template, widget and include: a
     fifth of a chat page's cost); the tests read what the page shows instead."""
     from django.template import Template
+    from django.test.utils import _TestState, instrumented_test_render
 
-    original = getattr(Template, "_original_render", None)
-    if original is not None:
-        Template._render = original
+    # setup_test_environment() keeps the renderer it replaced here (teardown puts it back).
+    assert Template._render is instrumented_test_render
+    Template._render = _TestState.saved_data.template_render
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -447,6 +447,27 @@ def test_dark_mode_is_remembered_for_the_member_not_the_browser(client, user):
 
 
 @pytest.mark.django_db
+def test_the_theme_is_read_once_a_session_and_a_switch_shows_on_the_next_page(client, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.models import Preference
+
+    Preference.objects.create(user=user, theme="dark")
+    client.force_login(user)
+    assert 'data-theme="dark"' in client.get("/").content.decode()
+
+    with CaptureQueriesContext(connection) as page_view:
+        html = client.get("/").content.decode()
+    read = [query["sql"] for query in page_view]  # before the next request clears the log
+    client.post("/settings/theme", {"theme": "light", "next": "/"})
+
+    assert 'data-theme="dark"' in html
+    assert len(read) > 3 and not [sql for sql in read if "preference" in sql]
+    assert 'data-theme="light"' in client.get("/").content.decode()
+
+
+@pytest.mark.django_db
 def test_the_theme_switch_goes_back_only_to_this_site(client, user):
     client.force_login(user)
 
