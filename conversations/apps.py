@@ -10,12 +10,12 @@ class ConversationsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import post_migrate
 
-        from . import alerts, attachments, audit, languages, relations, search
+        from . import alerts, attachments, audit, preferences, relations, search
         from .replies import reply_accounted
 
         audit.connect()
         attachments.connect()
         relations.name_relations()
-        user_logged_in.connect(languages.remember_at_login, dispatch_uid="member-language")
+        user_logged_in.connect(preferences.remember_at_login, dispatch_uid="member-preferences")
         reply_accounted.connect(alerts.on_reply_accounted, dispatch_uid="budget-alerts")
         post_migrate.connect(search.repair_index, sender=self, dispatch_uid="search-index")

@@ -3,8 +3,8 @@
 Django's ``LocaleMiddleware`` picks a language from the ``django_language`` cookie or the
 browser's ``Accept-Language``. A member may choose one (``Preference.language``), remembered
 across devices: ``member_language_middleware`` applies it once the member is known. The choice
-is read from the database once per session and kept in the session, so a page pays no query for
-it. A visitor who is not logged in (the login page) chooses by cookie.
+is kept in the member's session (``preferences.py``), so a page pays no query for it. A visitor
+who is not logged in (the login page) chooses by cookie.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import translation
 
-from . import selectors
-
-SESSION_KEY = "chatsite_language"
+from . import preferences, selectors
 
 
 def offered() -> list[str]:
@@ -32,10 +30,8 @@ def chosen(request: HttpRequest) -> str:
     preference, or for a visitor not logged in the language cookie."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        language = request.session.get(SESSION_KEY)
-        if language is None:
-            language = selectors.language_of(user=user)
-            request.session[SESSION_KEY] = language
+        language = preferences.kept(request, preferences.LANGUAGE,
+                                    lambda: selectors.language_of(user=user))
     else:
         language = request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME, "")
     return language if is_offered(language) else ""
@@ -43,14 +39,7 @@ def chosen(request: HttpRequest) -> str:
 
 def remember(request: HttpRequest, language: str) -> None:
     """Keep ``language`` ("" for the browser's) as this session's choice."""
-    request.session[SESSION_KEY] = language
-
-
-def remember_at_login(sender, request, user, **kwargs) -> None:
-    """Keep the member's chosen language in their new session (a ``user_logged_in``
-    receiver), so that no page has to read it."""
-    if request is not None and hasattr(request, "session"):
-        remember(request, selectors.language_of(user=user))
+    preferences.keep(request, preferences.LANGUAGE, language)
 
 
 def member_language_middleware(get_response):

@@ -417,6 +417,12 @@ def theme_of(*, user) -> str:
     return Preference.objects.filter(user=user).values_list("theme", flat=True).first() or ""
 
 
+def preferences_of(*, user) -> tuple[str, str]:
+    """Return the member's chosen language and colour theme ("" for each not chosen)."""
+    found = Preference.objects.filter(user=user).values_list("language", "theme").first()
+    return found or ("", "")
+
+
 def language_of(*, user) -> str:
     """Return the member's chosen language ("": the browser's)."""
     return Preference.objects.filter(user=user).values_list("language", flat=True).first() or ""

@@ -33,11 +33,11 @@ from django_htmx.http import (
 
 from . import (
     archive,
-    context_processors,
     exports,
     fragments,
     imports,
     languages,
+    preferences,
     replies,
     selectors,
     services,
@@ -593,7 +593,7 @@ def theme_set(request: HttpRequest) -> HttpResponse:
         for text in error.messages:
             messages.warning(request, text)
     else:
-        context_processors.remember_theme(request, theme)
+        preferences.keep(request, preferences.THEME, theme)
         messages.info(request, {
             "dark": _("Dark mode is on."), "light": _("Dark mode is off."),
         }.get(theme, _("The colours follow your system's setting.")))
