@@ -63,8 +63,11 @@ LAYERS = [
 ]
 
 
+OTHER = "other (event loop, idle)"
+
+
 def layer_of(stack: str) -> str:
-    return next((name for name, marker in LAYERS if marker in stack), "other (event loop, idle)")
+    return next((name for name, marker in LAYERS if marker in stack), OTHER)
 
 
 def thread_kind(name: str) -> str:
@@ -88,6 +91,7 @@ def finish(spy: Spy) -> dict:
     by_layer: Counter[str] = Counter()
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    unplaced: Counter[str] = Counter()  # the innermost frames of the samples in no layer
     total = 0
     for line in spy.output.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -95,7 +99,8 @@ def finish(spy: Spy) -> dict:
             continue
         count = int(count_text)
         total += count
-        by_layer[layer_of(stack)] += count
+        layer = layer_of(stack)
+        by_layer[layer] += count
         frames = stack.split(";")
         thread = THREAD.match(frames[0])
         if thread:
@@ -107,6 +112,8 @@ def finish(spy: Spy) -> dict:
             names.append(f"{match.group(1)} ({match.group(2)})" if match else frame)
         if names:
             own[names[-1]] += count
+            if layer == OTHER:
+                unplaced[" < ".join(reversed(names[-3:]))] += count
         for name in set(names):
             inclusive[name] += count
 
@@ -120,5 +127,6 @@ def finish(spy: Spy) -> dict:
         "by_thread_pct": share(by_thread, 12),
         "by_layer_pct": share(by_layer, len(LAYERS) + 1),
         "self_pct": share(own, 30),
+        "other_pct": share(unplaced, 8),
         "inclusive_pct": share(inclusive, 60),
     }

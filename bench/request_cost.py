@@ -92,6 +92,8 @@ async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
             results[name]["by_layer_pct"] = profiled.get("by_layer_pct")
             for layer, pct in profiled.get("by_layer_pct") or []:
                 print(f"    {pct:5.1f}%  {layer}")
+            for frames, pct in profiled.get("other_pct") or []:
+                print(f"           {pct:5.1f}%  other: {frames}")
     return results
 
 
