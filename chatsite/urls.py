@@ -8,6 +8,9 @@ from conversations.forms import LoginForm
 from conversations.usage_views import usage_admin
 
 urlpatterns = [
+    # The chat site first: every pattern tried before the match is kept with the request (a
+    # stream keeps its request open for hours), and these are the requests that come often.
+    path("", include("conversations.urls")),
     # Under the admin's prefix, so listed before admin/, whose patterns would answer it first.
     path("admin/usage/", usage_admin, name="admin-usage"),
     path("admin/", admin.site.urls),
@@ -23,5 +26,4 @@ urlpatterns = [
     # The translations of the scripts' strings, in the page's language (which the page puts in
     # the address, so that a browser's cached copy never answers for another language).
     path("jsi18n/", cache_page(3600)(JavaScriptCatalog.as_view()), name="javascript-catalog"),
-    path("", include("conversations.urls")),
 ]

@@ -5,6 +5,9 @@ from . import attachment_views, usage_views, views
 app_name = "conversations"
 
 urlpatterns = [
+    # First: Django keeps the patterns tried before the match with the request, and a stream
+    # keeps its request for as long as it is open (hours, by the thousand).
+    path("m/<int:pk>/stream", views.message_stream, name="message-stream"),
     path("", views.home, name="home"),
     path("setup/", views.setup, name="setup"),
     path("healthz", views.healthz, name="healthz"),
@@ -29,7 +32,6 @@ urlpatterns = [
     path("shared/", views.shared_list, name="shared"),
     path("shared/<int:pk>/", views.shared_detail, name="shared-detail"),
     path("shared/<int:pk>/copy", views.shared_copy, name="shared-copy"),
-    path("m/<int:pk>/stream", views.message_stream, name="message-stream"),
     path("m/<int:pk>/stop", views.message_stop, name="message-stop"),
     path("m/<int:pk>/retry", views.message_retry, name="message-retry"),
     path("m/<int:pk>/edit", views.message_edit, name="message-edit"),

@@ -335,6 +335,17 @@ def test_stream_sends_each_delta_with_its_offset_then_the_final_html(
     assert "<strong>Bold</strong>" in events[-1].data
 
 
+def test_a_stream_keeps_no_list_of_the_url_patterns_tried_before_its_own():
+    """Django keeps the patterns it tried before the match with the request, which a stream
+    holds for as long as it is open: the stream's pattern is the first one tried."""
+    from django.urls import resolve
+
+    match = resolve("/m/12/stream")
+
+    assert match.url_name == "message-stream" and match.kwargs == {"pk": 12}
+    assert len(match.tried) == 1
+
+
 def send_via(session, live_url: str, key, text: str = "Hi") -> Message:
     response = session.post(
         f"{live_url}/c/new/messages", data={"content": text, "model": f"{key.pk}:gpt-4o-mini"},
