@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import html
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -73,7 +74,8 @@ class Floor:
         self.process = subprocess.Popen(
             [environment.PYTHON, "-m", "uvicorn", "bench.relay_floor:app", "--host", HOST,
              "--port", str(port), "--lifespan", "off", "--no-access-log", "--log-level",
-             "warning"], cwd=environment.ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+             "warning"], cwd=environment.ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **environment.PROCESS_ENV})
 
     def pids(self) -> list[int]:
         return [self.process.pid]

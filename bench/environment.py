@@ -201,6 +201,10 @@ class FakeProcess:
         self._log.close()
 
 
+# What scripts/run sets for the server besides chatsite's settings (the floor runs with it too).
+PROCESS_ENV = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+
+
 def server_env(
     *, workdir: Path, database_url: str, redis_url: str, debug: bool, extra: dict[str, str]
 ) -> dict[str, str]:
@@ -226,6 +230,7 @@ def server_env(
         "REDIS_URL": redis_url,
         "CHATSITE_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        **PROCESS_ENV,
         **extra,
     })
     return env
