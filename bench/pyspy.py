@@ -63,7 +63,7 @@ LAYERS = [
 ]
 
 
-OTHER = "other (event loop, idle)"
+OTHER = "unattributed (event loop, idle, stacks not unwound to a layer)"
 
 
 def layer_of(stack: str) -> str:

@@ -468,6 +468,22 @@ def test_the_theme_is_read_once_a_session_and_a_switch_shows_on_the_next_page(cl
 
 
 @pytest.mark.django_db
+def test_the_next_member_in_the_same_browser_gets_their_own_theme_and_language(
+    client, user, other_user
+):
+    client.force_login(user)
+    client.post("/settings/theme", {"theme": "dark", "next": "/"})
+    client.post("/settings/language", {"language": "ko", "next": "/"})
+    assert '<html lang="ko" data-theme="dark">' in client.get("/").content.decode()
+
+    client.post("/accounts/logout/")
+    client.cookies.pop("django_language", None)  # the cookie stays with the browser; not this
+    client.force_login(other_user)
+
+    assert '<html lang="en">' in client.get("/").content.decode()
+
+
+@pytest.mark.django_db
 def test_the_theme_switch_goes_back_only_to_this_site(client, user):
     client.force_login(user)
 
