@@ -477,7 +477,9 @@ def test_the_next_member_in_the_same_browser_gets_their_own_theme_and_language(
     assert '<html lang="ko" data-theme="dark">' in client.get("/").content.decode()
 
     client.post("/accounts/logout/")
-    client.cookies.pop("django_language", None)  # the cookie stays with the browser; not this
+    # The language cookie belongs to the browser (the login page speaks it); what is checked here
+    # is that nothing of the first member's session reaches the second.
+    client.cookies.pop("django_language", None)
     client.force_login(other_user)
 
     assert '<html lang="en">' in client.get("/").content.decode()
