@@ -127,6 +127,6 @@ def finish(spy: Spy) -> dict:
         "by_thread_pct": share(by_thread, 12),
         "by_layer_pct": share(by_layer, len(LAYERS) + 1),
         "self_pct": share(own, 30),
-        "other_pct": share(unplaced, 8),
+        "unattributed_pct": share(unplaced, 8),
         "inclusive_pct": share(inclusive, 60),
     }

@@ -90,10 +90,10 @@ async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
         if spy is not None:
             profiled = pyspy.finish(spy)
             results[name]["by_layer_pct"] = profiled.get("by_layer_pct")
-            results[name]["unattributed_pct"] = profiled.get("other_pct")
+            results[name]["unattributed_pct"] = profiled.get("unattributed_pct")
             for layer, pct in profiled.get("by_layer_pct") or []:
                 print(f"    {pct:5.1f}%  {layer}")
-            for frames, pct in profiled.get("other_pct") or []:
+            for frames, pct in profiled.get("unattributed_pct") or []:
                 print(f"           {pct:5.1f}%  unattributed: {frames}")
     return results
 

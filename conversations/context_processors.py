@@ -12,7 +12,6 @@ def theme(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"theme": ""}
-    from . import preferences, selectors
+    from . import preferences
 
-    return {"theme": SimpleLazyObject(lambda: preferences.kept(
-        request, preferences.THEME, lambda: selectors.theme_of(user=user)))}
+    return {"theme": SimpleLazyObject(lambda: preferences.kept(request, preferences.THEME))}

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import translation
 
-from . import preferences, selectors
+from . import preferences
 
 
 def offered() -> list[str]:
@@ -30,8 +30,7 @@ def chosen(request: HttpRequest) -> str:
     preference, or for a visitor not logged in the language cookie."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        language = preferences.kept(request, preferences.LANGUAGE,
-                                    lambda: selectors.language_of(user=user))
+        language = preferences.kept(request, preferences.LANGUAGE)
     else:
         language = request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME, "")
     return language if is_offered(language) else ""

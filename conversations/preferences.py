@@ -8,8 +8,6 @@ this session; the member's other sessions follow from their next login.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.http import HttpRequest
 
 from . import selectors
@@ -18,21 +16,23 @@ LANGUAGE = "chatsite_language"
 THEME = "chatsite_theme"
 
 
+def _remember(session, user) -> None:
+    """Keep ``user``'s preferences in ``session`` (one query)."""
+    session[LANGUAGE], session[THEME] = selectors.preferences_of(user=user)
+
+
 def remember_at_login(sender, request, user, **kwargs) -> None:
     """Keep the member's preferences in their new session (a ``user_logged_in`` receiver)."""
     if request is not None and hasattr(request, "session"):
-        language, theme = selectors.preferences_of(user=user)
-        request.session[LANGUAGE] = language
-        request.session[THEME] = theme
+        _remember(request.session, user)
 
 
-def kept(request: HttpRequest, name: str, read: Callable[[], str]) -> str:
-    """The preference ``name`` of the request's member, from their session, else ``read()``
-    (then kept)."""
-    value = request.session.get(name)
-    if value is None:
-        value = request.session[name] = read()
-    return value
+def kept(request: HttpRequest, name: str) -> str:
+    """The preference ``name`` (``LANGUAGE`` or ``THEME``) of the request's member, who is
+    logged in: from their session, read into it first if it lacks it."""
+    if name not in request.session:
+        _remember(request.session, request.user)
+    return request.session[name]
 
 
 def keep(request: HttpRequest, name: str, value: str) -> None:

@@ -412,20 +412,10 @@ def degraded_services() -> dict[str, str]:
                      "and the per-minute limit are kept per process"}
 
 
-def theme_of(*, user) -> str:
-    """Return the member's colour theme: "" (follow the system), "light" or "dark"."""
-    return Preference.objects.filter(user=user).values_list("theme", flat=True).first() or ""
-
-
 def preferences_of(*, user) -> tuple[str, str]:
     """Return the member's chosen language and colour theme ("" for each not chosen)."""
     found = Preference.objects.filter(user=user).values_list("language", "theme").first()
     return found or ("", "")
-
-
-def language_of(*, user) -> str:
-    """Return the member's chosen language ("": the browser's)."""
-    return Preference.objects.filter(user=user).values_list("language", flat=True).first() or ""
 
 
 def preset_list(*, user) -> list[Preset]:
