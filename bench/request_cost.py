@@ -39,6 +39,7 @@ async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
     page = await fetch(load.HOST, run.port, "GET", f"/c/{conversation}/",
                        headers=browser.headers())
     finished = max(int(m) for m in re.findall(r'id="message-(\d+)"', page.body.decode()))
+    exchanges = await load.create_conversation(browser, 1)  # not behind the waiting reply
     run.scenario(tokens=["never"], first_token_delay=3600)
     waiting = await browser.send(conversation, "wait")
     run.scenario(tokens=["Hi"])
@@ -58,7 +59,7 @@ async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
         await browser.read_to_end(f"/m/{finished}/stream", timeout=30)
 
     async def exchange() -> None:
-        path = await browser.send(conversation, "hello")
+        path = await browser.send(exchanges, "hello")
         await browser.read_to_end(html.unescape(path), timeout=30)
 
     results = {}

@@ -279,6 +279,7 @@ def manage(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_command_in_a_process_takes_the_secret_on_stdin_only(tmp_path):
     secret = new_secret()
     env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")

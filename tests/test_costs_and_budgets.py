@@ -141,6 +141,7 @@ def test_a_model_without_a_price_costs_unknown_not_zero(alice, api_key, fake_ups
     assert page(alice.get("/usage/")).find(id="total-cost").text == "unknown"
 
 
+@pytest.mark.slow
 def test_usage_kept_from_before_costs_shows_an_unknown_cost_after_the_upgrade(user, api_key):
     executor = MigrationExecutor(connection)
     before = [("conversations", "0008_presets")]

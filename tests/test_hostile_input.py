@@ -425,6 +425,7 @@ STREAM = "conversations:message-stream"
 UNREAD = "unexpected"  # a parameter no view reads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
     pytest.param(name, marks=[IN_TRANSACTIONS] if name == STREAM else [])
     for name in sorted(SITE_ROUTES)
@@ -591,6 +592,7 @@ def site_forms(visitors, owned) -> list[tuple[str, str, dict, bool]]:
     return found
 
 
+@pytest.mark.slow
 def test_hostile_form_fields_get_an_error_or_are_cleaned(visitors, owned):
     """The first visitor shown a form posts every field × every value (a few values through
     htmx); the others every field at once with each of a few values."""
@@ -690,6 +692,7 @@ def extremes(values: dict, day: str, time: str) -> dict:
     return {name: replace(value) for name, value in values.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("east_of_utc")
 @pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")  # on purpose
 @pytest.mark.parametrize("name", CHANGELISTS)
@@ -734,6 +737,7 @@ def admin_path(route: str, object_id: str) -> str | None:
     return fill(route, value)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("east_of_utc")
 @pytest.mark.parametrize("object_id", ADMIN_OBJECT_IDS)
 def test_hostile_object_ids_in_admin_urls_are_not_server_errors(object_id, visitors, owned):
@@ -775,6 +779,7 @@ ADMIN_FORM_VALUES = {label: HOSTILE[label] for label in ("year 1", "negative", "
 NOT_TEXT = {"select", "number", "checkbox", "radio"}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("east_of_utc")
 def test_hostile_values_in_our_admin_forms_get_errors_not_server_errors(visitors, owned):
     """The add and change forms of our admin classes, as the superuser: every field at once
@@ -942,6 +947,7 @@ def other_admin_pages() -> list[str]:
     return pages
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("east_of_utc")
 def test_hostile_query_values_on_the_other_admin_pages_never_give_a_server_error(
     visitors, owned

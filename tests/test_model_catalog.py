@@ -398,6 +398,7 @@ def test_the_teams_page_shows_what_each_grant_allows_and_changes_are_audited(
 # -- upgrading ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_upgrading_turns_each_keys_allow_list_into_its_catalog(key):
     executor = MigrationExecutor(connection)

@@ -24,7 +24,7 @@ from conftest import _free_port, read_events, wait_for
 from conversations.models import Message
 from devtools.fake_upstream import Scenario
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 REDIS_TEST_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parent.parent

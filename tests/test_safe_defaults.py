@@ -8,9 +8,12 @@ import stat
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings as django_settings
 
 from tests.helpers import clean_env
+
+pytestmark = pytest.mark.slow  # every test here starts a Python process
 
 SHOW = ("import django; django.setup(); from django.conf import settings as s; "
         "print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "

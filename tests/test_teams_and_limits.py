@@ -458,6 +458,7 @@ def test_concurrent_first_replies_of_a_day_are_each_counted_once_in_one_row(user
     assert (row.requests, row.total_tokens) == (6, 6 * 11)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_upgrading_merges_duplicate_usage_rows_into_one(user, api_key):
     executor = MigrationExecutor(connection)
