@@ -17,7 +17,8 @@ from django.utils import timezone
 from conftest import read_events, session_for, wait_for
 from conversations import replies
 from conversations.models import Conversation, Message, UsageDaily
-from conversations.replies import runner
+from conversations.replies import registry, runner, stream
+from conversations.replies.feed import End
 from devtools.fake_upstream import Scenario
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -400,6 +401,61 @@ def test_model_output_cannot_forge_events_or_inject_markup(live_url, user, api_k
     assert "event: done" in blocks and "&lt;b&gt;forged&lt;/b&gt;" in blocks  # text, not obeyed
     assert "<b>" not in blocks and "<img" not in blocks
     assert "<img" not in events[-1].data and "onerror" not in events[-1].data.replace("onerror=alert(1)&gt;", "")
+
+
+def test_a_viewer_who_subscribes_as_the_reply_ends_is_told_it_has_ended():
+    reply = registry.LiveReply(1)
+    reply.append("Hello")
+    reply.end()  # its last state is stored
+
+    async def subscribe_late():
+        feed = reply.subscribe()
+        return feed.snapshot, await asyncio.wait_for(feed.get_batch(5), 10)
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright may keep an event loop in this thread
+        snapshot, batch = pool.submit(asyncio.run, subscribe_late()).result()
+    assert snapshot == "Hello" and batch == [End()]
+
+
+def test_the_stream_of_a_reply_generated_here_reads_its_row_only_once_it_has_ended(
+    user, api_key, monkeypatch
+):
+    """The live reply's feed has all its text: the stream needs its row for the final HTML only."""
+    conversation = Conversation.objects.create(owner=user, api_key=api_key, model="m")
+    message = Message.objects.create(conversation=conversation, role="assistant",
+                                     status="streaming", model="m")
+    reads = []
+    load = stream._load_sync
+    monkeypatch.setattr(stream, "_load_sync", lambda pk: reads.append(pk) or load(pk))
+    live = registry.LiveReply(message.pk)
+    live.append("Hello")
+    assert registry.add(live)
+
+    def finish() -> None:
+        live.append(" world")
+        Message.objects.filter(pk=message.pk).update(status="complete", content="Hello world")
+        registry.remove(message.pk)
+        live.end()
+
+    async def render_final(final: Message) -> str:
+        return f"<p>{final.content}</p>"
+
+    async def watch() -> list[bytes]:
+        chunks = []
+        async for chunk in replies.events(message.pk, 0, render_final):
+            chunks.append(chunk)
+            if len(chunks) == 2:  # the retry interval, then the text so far
+                await asyncio.to_thread(finish)
+        return chunks
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            body = b"".join(pool.submit(asyncio.run, watch()).result()).decode()
+    finally:
+        registry.remove(message.pk)
+    assert "data: Hello\n" in body and "data:  world\n" in body
+    assert "event: done" in body and "<p>Hello world</p>" in body
+    assert reads == [message.pk]
 
 
 def test_stream_view_is_an_async_iterator_so_nothing_buffers_it(user, api_key):

@@ -76,10 +76,16 @@ class LiveReply:
             stream.close()
 
     def subscribe(self) -> Feed:
+        """Return a feed of the text so far (``snapshot``) and every later piece; a reply that
+        has ended already (its last state is stored) puts ``End`` in the feed at once."""
         feed = Feed(self.message_id, on_close=self._unsubscribe)
         with self.lock:
             feed.snapshot = self._joined()
-            self.viewers = self.viewers | {feed}  # copy on write: append() iterates unlocked
+            final = self.final
+            if not final:
+                self.viewers = self.viewers | {feed}  # copy on write: append() iterates unlocked
+        if final:
+            feed.deliver(End())
         return feed
 
     def _unsubscribe(self, feed: Feed) -> None:

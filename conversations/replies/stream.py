@@ -4,8 +4,8 @@ A stream starts at an offset into the reply (``Last-Event-ID`` on a reconnect, o
 the text the page already shows), sends what the reply has beyond it as ``delta`` events, and
 ends with one ``done`` event carrying the final HTML of the message. It subscribes before it
 reads the database, so the reply cannot end unseen in between; it follows the live registry when
-the reply is generated in this process (no relay, no query per token), the relay backend
-otherwise, and the database when the relay loses something. The stream only reads: a reconnect
+the reply is generated in this process (no relay, no query per token, and no read of the row
+until it has ended: the registry has all of its text), the relay backend otherwise, and the database when the relay loses something. The stream only reads: a reconnect
 never starts a second upstream call, and a stale reply is shown as interrupted without a write.
 """
 
@@ -86,15 +86,17 @@ def _progress(blocks: rendering.BlockSplitter, new: str, sent: int) -> bytes:
     return events
 
 
-def _feed(message_id: int) -> Feed:
+def _feed(message_id: int) -> tuple[Feed, bool]:
+    """Return a feed of the reply, and whether this process generates it: its feed then holds
+    all of its text so far and ends with ``End`` (at once if it has ended already)."""
     live = registry.get(message_id)
     if live is not None:
-        return live.subscribe()
+        return live.subscribe(), True
     watchdog.ensure_running()
     relay = get_relay()
     if relay.available():
-        return relay.subscribe(message_id)
-    return get_poller().subscribe(message_id)
+        return relay.subscribe(message_id), False
+    return get_poller().subscribe(message_id), False
 
 
 async def events(
@@ -105,13 +107,15 @@ async def events(
     sent = offset
     keepalive = settings.CHATSITE_KEEPALIVE_SECONDS
     yield sse.RETRY
-    feed = _feed(message_id)  # before reading the database: the end cannot be missed
+    feed, here = _feed(message_id)  # before reading the database: the end cannot be missed
     try:
-        message = await _load(message_id)
-        if message is None:
+        # A reply generated here needs no read: it is unfinished until its feed says End, and
+        # the feed has all of its text so far.
+        message = None if here else await _load(message_id)
+        if message is None and not here:
             return
-        if message.is_unfinished and not message.is_stale:
-            known = max(feed.snapshot, message.content, key=len)
+        if here or (message.is_unfinished and not message.is_stale):
+            known = feed.snapshot if here else max(feed.snapshot, message.content, key=len)
             # The viewer shows the finished blocks of what it has rendered, the rest as text
             # (the page drew it so); from here, each block is rendered once as it finishes.
             blocks = rendering.BlockSplitter()
