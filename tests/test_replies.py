@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -11,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -291,6 +293,41 @@ def test_stored_text_grows_in_batches_not_per_token(alice, api_key, fake_upstrea
     assert partial, "the stored text did not grow while the reply streamed"
     assert all(message.content.startswith(text) for text in seen)  # appended, never rewritten
     assert len(seen) <= 12, f"{len(seen)} different stored texts for a 1.2 s reply of 120 tokens"
+
+
+def test_a_reply_costs_the_engine_the_same_few_statements_whatever_its_length(
+    alice, api_key, fake_upstream
+):
+    """What the generating thread runs: its claim, four reads (the reply, the model's spec, the
+    history, its attachments), the final write with its usage and the budget check. Not one
+    more for a reply a hundred times longer (the flusher appends its text, tested above). The
+    first reply of the day, or of the minute for its key, also creates the day's usage row and
+    stamps the key: a reply before the two measured ones does that."""
+    threads: list[str] = []
+    wrapped = []
+
+    def record(execute, sql, params, many, context):
+        threads.append(threading.current_thread().name)
+        return execute(sql, params, many, context)
+
+    def wrap(sender, connection, **kwargs):
+        if record not in connection.execute_wrappers:
+            connection.execute_wrappers.append(record)
+            wrapped.append(connection)
+
+    connection_created.connect(wrap)
+    counts = []
+    try:
+        for tokens in (["Hello"], ["Hi"], ["word "] * 100):
+            fake_upstream.queue(Scenario(tokens=tokens))
+            threads.clear()
+            finished(send(alice, api_key))
+            counts.append(sum(name.startswith("generation") for name in threads))
+    finally:
+        connection_created.disconnect(wrap)
+        for each in wrapped:
+            each.execute_wrappers.remove(record)
+    assert counts[1] == counts[2] <= 10, counts
 
 
 def test_reply_whose_process_died_is_shown_interrupted_and_can_be_retried(
