@@ -219,17 +219,22 @@ class Scrubber:
                 self._grams.update(private[i:i + RUN] for i in range(len(private) - RUN + 1))
             elif private:
                 self._shorts.add(private)
+        # A run of a secret is made of the secrets' characters only, so it lies inside a stretch
+        # of RUN or more of them: only those stretches are looked at, not every position.
+        alphabet = "".join(sorted({char for gram in self._grams for char in gram}))
+        self._stretches = re.compile(f"[{re.escape(alphabet)}]{{{RUN},}}") if alphabet else None
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         grams = self._grams
-        if grams and len(text) >= RUN:
-            for i in range(len(text) - RUN + 1):
-                if text[i:i + RUN] in grams:
-                    if spans and spans[-1][1] >= i:
-                        spans[-1] = (spans[-1][0], i + RUN)
-                    else:
-                        spans.append((i, i + RUN))
+        if self._stretches is not None and len(text) >= RUN:
+            for stretch in self._stretches.finditer(text):
+                for i in range(stretch.start(), stretch.end() - RUN + 1):
+                    if text[i:i + RUN] in grams:
+                        if spans and spans[-1][1] >= i:
+                            spans[-1] = (spans[-1][0], i + RUN)
+                        else:
+                            spans.append((i, i + RUN))
         for short in self._shorts:
             start = text.find(short)
             while start >= 0:

@@ -97,14 +97,15 @@ class BlockSplitter:
 
     A block is finished at a blank line outside a code fence. ``feed`` returns the blocks that
     finished with the new text (to be rendered once), and ``tail`` is the open rest, shown as
-    plain text until it finishes. Linear: each line is looked at once, and the open tail is kept
-    as pieces, joined only when a block finishes.
+    plain text until it finishes. Linear: each line is looked at once, when it ends (a long line
+    is kept as pieces until then), and the open tail is kept as pieces, joined only when a block
+    finishes.
     """
 
     def __init__(self) -> None:
         self._pieces: list[str] = []
         self._length = 0  # of the open tail
-        self._line = ""  # the open tail's last, unfinished line
+        self._line: list[str] = []  # the open tail's last, unfinished line, in pieces
         self._fenced = False
 
     @property
@@ -119,9 +120,13 @@ class BlockSplitter:
             return ""
         self._pieces.append(text)
         self._length += len(text)
-        *lines, self._line = (self._line + text).split("\n")
+        if "\n" not in text:  # the line goes on: joined once, when it ends
+            self._line.append(text)
+            return ""
+        *lines, last = ("".join(self._line) + text).split("\n")
+        self._line = [last] if last else []
         end = 0
-        position = self._length - len(self._line) - sum(len(line) + 1 for line in lines)
+        position = self._length - len(last) - sum(len(line) + 1 for line in lines)
         for line in lines:
             start, position = position, position + len(line) + 1
             stripped = line.strip()

@@ -762,6 +762,7 @@ def test_after_several_replies_without_a_reload_only_the_last_offers_regenerate(
 @pytest.mark.parametrize("text", [
     "# Title\n\nPara one\nstill\n\n```py\nx=1\n\ny=2\n```\n\ntail",
     "\n\nx", "a\n\nb\n\n", "```\n\nopen fence\n\n", "no blank line", "- a\n\n- b\n\nend",
+    "a long line " * 400 + "\n\n```\n" + "code " * 300 + "\n\n```\n\n" + "the end " * 200,
 ])
 @pytest.mark.parametrize("size", [1, 3, 1000])
 def test_finished_blocks_are_the_same_however_the_reply_arrives(text, size):

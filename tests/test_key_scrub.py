@@ -17,12 +17,15 @@ from __future__ import annotations
 import html
 import json
 import logging
+import random
 import re
+import string
 from urllib.parse import unquote
 
 import pytest
 
 from conftest import read_events, session_for
+from conversations import crypto
 from conversations.logging import MaskSecretsFilter
 from conversations.models import CatalogModel, Message
 from devtools.fake_upstream import Scenario
@@ -153,6 +156,33 @@ def test_a_key_echoed_in_any_form_reaches_no_page_export_row_or_log_line(
             found[f"log: {line[:80]}"] = leaks(line, key)
     assert not found
     assert len(fake_upstream.chat_requests) == len(disguises(key))  # each form was really sent
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_run_of_a_key_is_found_in_any_text_around_it(seed):
+    """The scrubber looks only at stretches of the keys' own characters: it finds what a check
+    of every position finds, whatever surrounds the runs (letters of the key, others, none)."""
+    rng = random.Random(seed)
+    secrets = ["sk-proj-" + "".join(rng.choice(string.ascii_letters + string.digits + "_-")
+                                    for _ in range(48)) for _ in range(2)] + ["gsk_Ab3-x9"]
+    scrubber = crypto.Scrubber(secrets)
+    grams = {secret[len(crypto.public_prefix(secret)):][i:i + crypto.RUN]
+             for secret in secrets[:2] for i in range(49 - crypto.RUN)}
+    alphabet = string.ascii_letters + string.digits + "_- .\n世€"
+    for _ in range(50):
+        parts = []
+        for _ in range(rng.randint(0, 4)):
+            parts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))))
+            secret = rng.choice(secrets)
+            start = rng.randint(0, len(secret) - 1)
+            parts.append(secret[start:start + rng.randint(1, 20)])
+        text = "".join(parts)
+        every_position = [i for i in range(len(text) - crypto.RUN + 1)
+                          if text[i:i + crypto.RUN] in grams]
+        found = scrubber._spans(text)
+        assert all(any(a <= i and i + crypto.RUN <= b for a, b in found) for i in every_position)
+        assert all(text[a:b] == "Ab3-x9" or any(a <= i < b for i in every_position)
+                   for a, b in found), (text, found)
 
 
 def test_the_streamed_reply_hides_an_echoed_key_split_across_tokens(
