@@ -11,6 +11,9 @@ number of one-token replies. Server CPU comes from /proc (user + system of the w
 processes), so other load on the machine does not count; from the two batch sizes:
 
 - CPU per relayed token = (CPU of the long batch − CPU of the short batch) / extra tokens;
+  and of it, the event loop's (the main thread: SSE views, uvicorn), the rest being the
+  threads' (reading upstream, the flusher). The short batch is mostly fixed cost and is
+  subtracted, so its noise lands on this figure: longer replies (``--chunks 1000``) steady it;
 - fixed CPU per reply = CPU of the short batch / replies − one token's CPU
   (for chatsite: the POST, opening the stream, the final write);
 - added time to first token = p50 of (first text at the client − request sent) minus the same
@@ -142,6 +145,10 @@ def cpu(pids: list[int]) -> float:
     return sum(environment.cpu_seconds(pid) for pid in pids)
 
 
+def loop_cpu(pids: list[int]) -> float:
+    return sum(environment.loop_cpu_seconds(pid) for pid in pids)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -150,8 +157,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main_async(args, fake, floor_server, server, browser, conversations, database) -> dict:
-    figures = {name: {"long_cpu": 0.0, "short_cpu": 0.0, "ttft": [], "delays": [], "tokens": 0,
-                      "replies": 0, "message_ids": []} for name in ("floor", "chatsite")}
+    figures = {name: {"long_cpu": 0.0, "short_cpu": 0.0, "long_loop": 0.0, "short_loop": 0.0,
+                      "ttft": [], "delays": [], "tokens": 0, "replies": 0, "message_ids": []}
+               for name in ("floor", "chatsite")}
     baseline = {"ttft": [], "delays": []}
     jobs = {
         "floor": (floor_server.pids, lambda: floor(floor_server.port, fake.base_url)),
@@ -174,13 +182,14 @@ async def main_async(args, fake, floor_server, server, browser, conversations, d
                     tasks = [chatsite(browser, conversations[i]) for i in range(args.streams)]
                 else:
                     tasks = [job() for _ in range(args.streams)]
-                before = cpu(pids())
+                before, loop_before = cpu(pids()), loop_cpu(pids())
                 results = await limited(args.streams, tasks)
                 await asyncio.sleep(0.3 if name == "floor" else
                                     float(server.settle))  # let final writes land
                 spent = cpu(pids()) - before
                 entry = figures[name]
                 entry[f"{size}_cpu"] += spent
+                entry[f"{size}_loop"] += loop_cpu(pids()) - loop_before
                 entry["replies"] += len(results) if size == "long" else 0
                 entry["tokens"] += sum(r["text"].count("w") for r in results) if size == "long" else 0
                 entry["ttft"] += [r["ttft"] for r in results]
@@ -191,9 +200,13 @@ async def main_async(args, fake, floor_server, server, browser, conversations, d
     for name, entry in figures.items():
         extra_tokens = replies_per_size * (args.chunks - 1)
         per_token = (entry["long_cpu"] - entry["short_cpu"]) / extra_tokens
+        loop_per_token = (entry["long_loop"] - entry["short_loop"]) / extra_tokens
         fixed = entry["short_cpu"] / replies_per_size - per_token
         row = {
             "cpu_per_token_us": round(per_token * 1e6, 1),
+            # Of which the event loop (the main thread: the SSE views, uvicorn); the rest is
+            # the threads: reading upstream (generation, the floor's pumps), the flusher.
+            "loop_cpu_per_token_us": round(loop_per_token * 1e6, 1),
             "fixed_cpu_per_reply_ms": round(fixed * 1e3, 2),
             "added_ttft_p50_ms": round((pct(entry["ttft"], 0.5) - pct(baseline["ttft"], 0.5))
                                        * 1e3, 1),
@@ -237,7 +250,8 @@ def print_table(table: dict, args) -> None:
           f"{args.rounds} interleaved rounds; {args.workers} worker(s), "
           f"{'PostgreSQL' if args.database_url else 'SQLite'}"
           f"{' + Redis' if args.redis_url else ''}")
-    columns = ["cpu_per_token_us", "fixed_cpu_per_reply_ms", "added_ttft_p50_ms",
+    columns = ["cpu_per_token_us", "loop_cpu_per_token_us", "fixed_cpu_per_reply_ms",
+               "added_ttft_p50_ms",
                "added_delay_p50_ms", "added_delay_p99_ms", "message_row_writes_per_reply"]
     print("| contender | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))

@@ -377,6 +377,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def loop_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process's main thread: for uvicorn, its event loop
+    (what the other threads spent is the rest of ``cpu_seconds``)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().rsplit(")", 1)[1].split()
