@@ -759,6 +759,16 @@ def test_after_several_replies_without_a_reload_only_the_last_offers_regenerate(
     assert last.get_by_role("button", name="Regenerate").count() == 1
 
 
+def test_a_long_line_streamed_in_pieces_finishes_its_block_at_the_blank_line_after_it():
+    from conversations.rendering import BlockSplitter
+
+    splitter = BlockSplitter()
+    finished = [splitter.feed(piece) for piece in [*["word "] * 2000, "\n", "\nnext"]]
+
+    assert finished[-1] == "word " * 2000 + "\n\n" and splitter.tail == "next"
+    assert not any(finished[:-1])
+
+
 @pytest.mark.parametrize("text", [
     "# Title\n\nPara one\nstill\n\n```py\nx=1\n\ny=2\n```\n\ntail",
     "\n\nx", "a\n\nb\n\n", "```\n\nopen fence\n\n", "no blank line", "- a\n\n- b\n\nend",

@@ -322,12 +322,13 @@ def test_a_reply_costs_the_engine_the_same_few_statements_whatever_its_length(
             fake_upstream.queue(Scenario(tokens=tokens))
             threads.clear()
             finished(send(alice, api_key))
+            assert replies.wait_idle(10)  # the budget check runs after the final write
             counts.append(sum(name.startswith("generation") for name in threads))
     finally:
         connection_created.disconnect(wrap)
         for each in wrapped:
             each.execute_wrappers.remove(record)
-    assert counts[1] == counts[2] <= 10, counts
+    assert 0 < counts[1] == counts[2] <= 10, counts
 
 
 def test_reply_whose_process_died_is_shown_interrupted_and_can_be_retried(
@@ -440,18 +441,25 @@ def test_model_output_cannot_forge_events_or_inject_markup(live_url, user, api_k
     assert "<img" not in events[-1].data and "onerror" not in events[-1].data.replace("onerror=alert(1)&gt;", "")
 
 
-def test_a_viewer_who_subscribes_as_the_reply_ends_is_told_it_has_ended():
-    reply = registry.LiveReply(1)
-    reply.append("Hello")
-    reply.end()  # its last state is stored
+def test_a_viewer_who_subscribes_as_the_reply_ends_is_told_once_it_is_stored():
+    """While the final write is under way the viewer waits; once it is stored, the viewer hears
+    so at once, even if it subscribed after everyone else was told."""
+    finishing, ended = registry.LiveReply(1), registry.LiveReply(2)
+    for reply in (finishing, ended):
+        reply.append("Hello")
+    finishing.final = True  # the runner's final write has begun, nothing stored yet
+    ended.end()
 
     async def subscribe_late():
-        feed = reply.subscribe()
-        return feed.snapshot, await asyncio.wait_for(feed.get_batch(5), 10)
+        early, late = finishing.subscribe(), ended.subscribe()
+        before_stored = await early.get_batch(0.2)
+        finishing.end()
+        return (early.snapshot, before_stored, await asyncio.wait_for(early.get_batch(5), 10),
+                late.snapshot, await asyncio.wait_for(late.get_batch(5), 10))
 
     with ThreadPoolExecutor(1) as pool:  # Playwright may keep an event loop in this thread
-        snapshot, batch = pool.submit(asyncio.run, subscribe_late()).result()
-    assert snapshot == "Hello" and batch == [End()]
+        result = pool.submit(asyncio.run, subscribe_late()).result()
+    assert result == ("Hello", [], [End()], "Hello", [End()])
 
 
 def test_the_stream_of_a_reply_generated_here_reads_its_row_only_once_it_has_ended(
@@ -632,3 +640,25 @@ def test_beyond_the_configured_number_of_replies_a_message_is_refused_as_busy(
     alice.post(f"/m/{first.pk}/stop")
     assert finished(first).status == "cancelled"
     assert finished(send(alice, api_key, "Third")).status == "complete"  # room again
+
+
+def test_a_reply_that_raced_past_the_busy_check_is_refused_at_once_not_queued(
+    alice, api_key, fake_upstream, settings, monkeypatch
+):
+    """Two messages can pass the service's check for the last place together; the one that
+    finds the pool full is refused at once, not queued behind the reply holding the place."""
+    settings.CHATSITE_MAX_GENERATIONS = 1
+    monkeypatch.setattr(runner, "_executor", None)  # a pool of the configured size
+    fake_upstream.queue(Scenario(hang_after=0))
+    first = send(alice, api_key, "First")
+    wait_for(lambda: fake_upstream.chat_requests)
+    raced = Message.objects.create(conversation=first.conversation, role="assistant",
+                                   status="pending", model="gpt-4o-mini",
+                                   lease_expires_at=replies.lease_expires())
+
+    replies.start(raced.pk)
+
+    assert finished(raced).error_type == "busy"
+    assert Message.objects.get(pk=first.pk).status in Message.UNFINISHED  # still holds it
+    alice.post(f"/m/{first.pk}/stop")
+    assert finished(first).status == "cancelled"

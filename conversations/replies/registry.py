@@ -25,7 +25,8 @@ class LiveReply:
         self.length = 0
         self.flushed = 0  # how much of the text the database has
         self.viewers: set[Feed] = set()
-        self.final = False
+        self.final = False  # being finished: the flusher leaves it to the final write
+        self.ended = False  # finished: its last state is stored and its viewers told
         self.cancelled = threading.Event()
         self.stream = None  # the upstream ChatStream, once opened
         self.lease_renewed = time.monotonic()
@@ -81,10 +82,10 @@ class LiveReply:
         feed = Feed(self.message_id, on_close=self._unsubscribe)
         with self.lock:
             feed.snapshot = self._joined()
-            final = self.final
-            if not final:
+            ended = self.ended
+            if not ended:
                 self.viewers = self.viewers | {feed}  # copy on write: append() iterates unlocked
-        if final:
+        if ended:
             feed.deliver(End())
         return feed
 
@@ -95,7 +96,7 @@ class LiveReply:
     def end(self) -> None:
         """Tell every viewer here that the reply is final (its last state is stored)."""
         with self.lock:
-            self.final = True
+            self.final = self.ended = True
             viewers, self.viewers = self.viewers, set()
         for viewer in viewers:
             viewer.deliver(End())

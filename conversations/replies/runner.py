@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -76,7 +77,9 @@ def start(message_id: int) -> None:
     if not registry.add(reply):
         return
     if full:  # raced past the check in the service: say so at once, never wait unseen
-        _pool().submit(_refuse_busy, reply)
+        # Not in the pool: it is full, and the refusal would wait for a reply to end.
+        threading.Thread(target=_refuse_busy, args=(reply,), name="busy-refusal",
+                         daemon=True).start()
         return
     _pool().submit(_run, reply)
 

@@ -5,8 +5,9 @@ the text the page already shows), sends what the reply has beyond it as ``delta`
 ends with one ``done`` event carrying the final HTML of the message. It subscribes before it
 reads the database, so the reply cannot end unseen in between; it follows the live registry when
 the reply is generated in this process (no relay, no query per token, and no read of the row
-until it has ended: the registry has all of its text), the relay backend otherwise, and the database when the relay loses something. The stream only reads: a reconnect
-never starts a second upstream call, and a stale reply is shown as interrupted without a write.
+until it has ended: the registry has all of its text), the relay backend otherwise, and the
+database when the relay loses something. The stream only reads: a reconnect never starts a
+second upstream call, and a stale reply is shown as interrupted without a write.
 """
 
 from __future__ import annotations
