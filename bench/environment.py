@@ -369,27 +369,26 @@ def machine_steal_seconds() -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return _cpu(f"/proc/{pid}")
 
 
 def loop_cpu_seconds(pid: int) -> float:
     """User + system CPU time so far of a process's main thread: for uvicorn, its event loop
     (what the other threads spent is the rest of ``cpu_seconds``)."""
+    return _cpu(f"/proc/{pid}/task/{pid}")
+
+
+def _cpu(where: str) -> float:
     try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
+        fields = _stat(where)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as handle:
+def _stat(where: str) -> list[str]:
+    """The fields after the command name of ``where``/stat (a process or a thread's directory)."""
+    with open(f"{where}/stat") as handle:
         return handle.read().rsplit(")", 1)[1].split()
 
 
@@ -404,7 +403,7 @@ def service_cpu_seconds(name: str) -> float:
             with open(f"/proc/{entry}/comm") as handle:
                 if handle.read().strip() != name:
                     continue
-            fields = _stat(int(entry))
+            fields = _stat(f"/proc/{int(entry)}")
         except OSError:
             continue
         ticks = int(fields[11]) + int(fields[12])

@@ -110,13 +110,15 @@ async def events(
     yield sse.RETRY
     feed, here = _feed(message_id)  # before reading the database: the end cannot be missed
     try:
-        # A reply generated here needs no read: it is unfinished until its feed says End, and
-        # the feed has all of its text so far.
-        message = None if here else await _load(message_id)
-        if message is None and not here:
-            return
-        if here or (message.is_unfinished and not message.is_stale):
-            known = feed.snapshot if here else max(feed.snapshot, message.content, key=len)
+        if here:  # no read: it is unfinished until its feed says End, which has all its text
+            live, known = True, feed.snapshot
+        else:
+            message = await _load(message_id)
+            if message is None:
+                return
+            live = message.is_unfinished and not message.is_stale
+            known = max(feed.snapshot, message.content, key=len)
+        if live:
             # The viewer shows the finished blocks of what it has rendered, the rest as text
             # (the page drew it so); from here, each block is rendered once as it finishes.
             blocks = rendering.BlockSplitter()
