@@ -305,9 +305,10 @@ else:
             "LOCATION": "chatsite",
         }
     }
-# Rendered message fragments (conversations/fragments.py): this process's own memory, whatever
-# the default cache is. Their keys are made of what they show, so processes never need to agree,
-# and a page reads 200 of them without a network round trip.
+# Rendered message fragments (conversations/fragments.py) and the answers of who may use which
+# model (conversations/access.py): this process's own memory, whatever the default cache is.
+# Their keys are made of what they show or of a stamp in the database, so processes never need
+# to agree, and a page reads 200 of them without a network round trip.
 CACHES["fragments"] = {
     "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
     "LOCATION": "chatsite-fragments",

@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import audit, catalog
+from . import access, audit, catalog
 from .admin_guards import GuardedAdminMixin
 from .models import ApiKey, CatalogModel
 
@@ -146,6 +146,7 @@ class CatalogModelAdmin(GuardedAdminMixin, admin.ModelAdmin):
     def _offer(self, request, queryset, offered: bool) -> None:
         rows = list(queryset.select_related("api_key").exclude(offered=offered))
         CatalogModel.objects.filter(pk__in=[row.pk for row in rows]).update(offered=offered)
+        access.changed()  # update() sends no signal
         for key in {row.api_key for row in rows}:
             names = ", ".join(sorted(row.model for row in rows if row.api_key_id == key.pk))
             audit.record("models offered" if offered else "models withdrawn",

@@ -10,9 +10,10 @@ class ConversationsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import post_migrate
 
-        from . import alerts, attachments, audit, preferences, relations, search
+        from . import access, alerts, attachments, audit, preferences, relations, search
         from .replies import reply_accounted
 
+        access.connect()
         audit.connect()
         attachments.connect()
         relations.name_relations()

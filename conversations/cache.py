@@ -19,12 +19,23 @@ import threading
 import time
 
 import redis
+from django.conf import settings
+from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
+
+
+def local():
+    """This process's own cache (the ``fragments`` alias settings.py defines), for entries whose
+    keys say everything they depend on — rendered messages (``fragments.py``), answers under a
+    stamp (``access.py``) — so processes never need to agree; the default cache where a
+    deployment's own CACHES left the alias out."""
+    return caches["fragments" if "fragments" in settings.CACHES else "default"]
+
 
 _down_until = 0.0
 _down_lock = threading.Lock()

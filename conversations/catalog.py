@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
-from . import crypto, model_defaults, upstream
+from . import access, crypto, model_defaults, upstream
 from .models import ApiKey, CatalogModel
 
 logger = logging.getLogger(__name__)
@@ -119,8 +119,13 @@ def offered_ids(key: ApiKey) -> list[str]:
 
 
 def spec_for(api_key: ApiKey | int, model: str) -> ModelSpec:
-    """Return what ``model`` is with ``api_key`` (a key or its id): one query."""
+    """Return what ``model`` is with ``api_key`` (a key or its id): one query, kept until keys
+    or catalogs change (``access.py``)."""
     key_id = api_key.pk if isinstance(api_key, ApiKey) else api_key
+    return access.remembered("spec_for", (key_id, model), lambda: _spec_for(key_id, model))
+
+
+def _spec_for(key_id: int, model: str) -> ModelSpec:
     found = (
         ApiKey.objects.filter(pk=key_id)
         .annotate(entry=FilteredRelation("catalog", condition=Q(catalog__model=model)))
@@ -204,6 +209,7 @@ def refresh(key: ApiKey) -> Listing:
         # update(), not save(): the list is no change of the key's own (no audit, no updated_at).
         ApiKey.objects.filter(pk=key.pk).update(listed_models=models, models_listed_at=now)
         key.listed_models, key.models_listed_at = models, now
+        access.changed()  # these bulk writes send no signal
         return _sync(key, models)
 
 

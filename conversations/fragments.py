@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import operator
 
-from django.conf import settings
-from django.core.cache import caches
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
@@ -27,6 +25,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.functional import SimpleLazyObject
 from django.utils.safestring import SafeString, mark_safe
 
+from .cache import local as local_cache
 from .models import Message
 from .rendering import VERSION
 from .selectors import MessageRow
@@ -37,12 +36,6 @@ TEMPLATE = "conversations/chat.html#message"
 _PLACEHOLDER = SimpleLazyObject(
     lambda: "csrf-" + salted_hmac("chatsite.fragments", "csrf-placeholder").hexdigest()
 )
-
-
-def _cache():
-    """The ``fragments`` cache (settings.py defines it), or the default one where a deployment's
-    own CACHES left it out: keys and placeholder are the same in every process either way."""
-    return caches["fragments" if "fragments" in settings.CACHES else "default"]
 
 
 _SHOWN = ("role", "status", "superseded", "finish_reason", "error_message", "model",
@@ -75,7 +68,7 @@ def render_messages(request, rows: list[MessageRow | Message], *, readonly: bool
     """Return the HTML of ``rows`` — ``MessageRow``s, or messages marked with ``offers_retry`` —
     for ``request``'s viewer: finished ones from the cache where it has them, the rest rendered
     now. ``readonly``: without the owner's controls, for a recipient of a shared conversation."""
-    cache = _cache()
+    cache = local_cache()
     viewing = _viewing()
     keys = {row.pk: _key(row, viewing, readonly) for row in rows
             if row.status not in Message.UNFINISHED}

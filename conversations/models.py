@@ -610,6 +610,21 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.target}"
 
 
+class Stamp(models.Model):
+    """A value written anew whenever what it stands for changes (``access.py``): answers kept
+    in memory under one value are not used under the next."""
+
+    name = models.CharField(_("name"), max_length=40, primary_key=True)
+    value = models.CharField(_("value"), max_length=32)
+
+    class Meta:
+        verbose_name = _("stamp")
+        verbose_name_plural = _("stamps")
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Preference(models.Model):
     """A member's own settings for the site: the colour theme ("" follows the system) and the
     language ("" follows the browser)."""

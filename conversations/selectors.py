@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import catalog
+from . import access, catalog
 from . import search as conversation_search
 from .models import (
     ApiKey,
@@ -311,8 +311,15 @@ def models_for_key(key: ApiKey, rows: list[CatalogModel] | None = None) -> Model
 def model_groups(*, user) -> list[ModelGroup]:
     """Return, per key the user may use, the models they may pick: every offered model of a
     key granted to everyone or to them (or any key, for a superuser), and of a key granted to
-    their teams the union of what each team's grant allows."""
-    keys = list(ApiKey.objects.usable_by(user).annotate(direct=Exists(
+    their teams the union of what each team's grant allows. Kept until keys, catalogs or
+    grants change (``access.py``)."""
+    return access.remembered("model_groups", (user.pk, user.is_superuser),
+                             lambda: _model_groups(user))
+
+
+def _model_groups(user) -> list[ModelGroup]:
+    # The secret stays in the database: these keys are kept in memory (access.py).
+    keys = list(ApiKey.objects.usable_by(user).defer("secret_encrypted").annotate(direct=Exists(
         ApiKey.users.through.objects.filter(apikey=OuterRef("pk"), user=user))))
     if not keys:
         return []
@@ -369,9 +376,16 @@ def grant_for(*, user, key: ApiKey | None, model: str) -> Grant | None:
 
     The team is read first, and only while the key is active: a team found is a grant, so the
     key's other grants are read only for a key without one. One query for a key granted to a
-    team, two otherwise.
+    team, two otherwise; kept until keys, catalogs or grants change (``access.py``).
     """
-    if key is None or model not in catalog.offered_ids(key):
+    if key is None:
+        return None
+    return access.remembered("grant_for", (user.pk, user.is_superuser, key.pk, model),
+                             lambda: _grant_for(user, key, model))
+
+
+def _grant_for(user, key: ApiKey, model: str) -> Grant | None:
+    if model not in catalog.offered_ids(key):
         return None
     narrowed_away = CatalogModel.objects.filter(api_key=key, model=model, offered=False)
     narrowing = CatalogModel.teams.through.objects.filter(catalogmodel__api_key=key,
