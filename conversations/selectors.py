@@ -140,6 +140,22 @@ def conversations_readable_by(user) -> QuerySet[Conversation]:
     )
 
 
+def message_readable(*, user, pk: int) -> Message | None:
+    """Return message ``pk``, its conversation read along, if ``user`` may read it; else None.
+    The owner's in one query on the primary key; another member's with one more, asking
+    ``conversations_readable_by`` (opening a reply's stream is the commonest request after a
+    message, and nearly always the owner's)."""
+    if not user.is_authenticated:
+        return None
+    message = Message.objects.select_related("conversation").filter(pk=pk).first()
+    if message is None:
+        return None
+    if message.conversation.owner_id == user.pk or conversations_readable_by(user).filter(
+            pk=message.conversation_id).exists():
+        return message
+    return None
+
+
 def shared_with(*, user) -> list[Conversation]:
     """Return the conversations others share with ``user`` (or their teams), newest first,
     their owners read along."""

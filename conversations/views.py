@@ -320,11 +320,7 @@ def _stream_target(request: HttpRequest, pk: int) -> Message | None:
     """Return the user's message ``pk``, or None; then give the connection back: a stream may
     stay open for hours and must not hold one."""
     try:
-        if not request.user.is_authenticated:
-            return None
-        return (Message.objects.select_related("conversation")
-                .filter(pk=pk, conversation__in=selectors.conversations_readable_by(request.user))
-                .first())
+        return selectors.message_readable(user=request.user, pk=pk)
     finally:
         release_connection()
 
