@@ -10,12 +10,14 @@ a grant, a team or a membership does.
 
 Each such change writes a new random *stamp* (the ``Stamp`` row named "access") in the same
 transaction: receivers of the save, delete and many-to-many signals of those models, and
-``changed()`` where a write skips signals (the catalog's bulk writes). An answer is kept in this
+``changed()`` where a write skips signals (the catalog's bulk writes, the admin's offer and
+withdraw actions; a refresh that changed nothing writes none). An answer is kept in this
 process's ``fragments`` cache under the stamp read *before* it was computed, so it is never older
 than its stamp, and the first question after a change — in any process — reads the new stamp and
 computes afresh. Reading the stamp is one small query. A stamp is never written twice (a
 rolled-back one is simply never seen again), and without one (a database just flushed) nothing is
-kept.
+kept. What is kept reads the database only, never a caller's copy of a key, and is kept at most
+``KEPT_SECONDS``: a net should a change ever commit without its stamp.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -35,6 +38,9 @@ from .cache import local as local_cache
 from .models import ApiKey, CatalogModel, Stamp
 
 NAME = "access"
+# A net under the stamps: should a change ever commit without its stamp (its process killed in
+# between, in autocommit), an answer is not kept past this.
+KEPT_SECONDS = 300
 T = TypeVar("T")
 _MISSING = object()
 
@@ -79,7 +85,7 @@ def remembered(question: str, parts: tuple, compute: Callable[[], T]) -> T:
     if found is not _MISSING:
         return found
     answer = compute()
-    cache.set(key, answer)
+    cache.set(key, answer, timeout=KEPT_SECONDS)
     return answer
 
 
@@ -96,6 +102,11 @@ def connect() -> None:
     post_migrate.connect(_migrated, dispatch_uid="access-migrated")
 
 
-def _migrated(sender, *, using: str = DEFAULT_DB_ALIAS, **_signal) -> None:
-    if sender.label == "conversations":
-        changed(using=using)
+def _migrated(sender, *, using: str = DEFAULT_DB_ALIAS, apps=None, **_signal) -> None:
+    if sender.label != "conversations":
+        return
+    try:  # the state migrated to: without the table when migrating back past it
+        (apps or django_apps).get_model("conversations", "Stamp")
+    except LookupError:
+        return
+    changed(using=using)

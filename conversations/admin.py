@@ -20,6 +20,7 @@ from django.contrib.auth import get_permission_codename, get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Sum
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
@@ -126,10 +127,11 @@ class ApiKeyAdmin(GuardedAdminMixin, admin.ModelAdmin):
     @admin.action(description=_("Deactivate"))
     def deactivate(self, request, queryset) -> None:
         count = 0
-        for key in queryset.filter(is_active=True):  # one save each, so each is audited
-            key.is_active = False
-            key.save()
-            count += 1
+        with transaction.atomic():  # each change with the stamp it writes (access.py)
+            for key in queryset.filter(is_active=True):  # one save each, so each is audited
+                key.is_active = False
+                key.save()
+                count += 1
         self.message_user(request, ngettext("%d key deactivated.", "%d keys deactivated.", count)
                           % count)
 

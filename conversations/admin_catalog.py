@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -145,8 +146,9 @@ class CatalogModelAdmin(GuardedAdminMixin, admin.ModelAdmin):
 
     def _offer(self, request, queryset, offered: bool) -> None:
         rows = list(queryset.select_related("api_key").exclude(offered=offered))
-        CatalogModel.objects.filter(pk__in=[row.pk for row in rows]).update(offered=offered)
-        access.changed()  # update() sends no signal
+        with transaction.atomic():
+            CatalogModel.objects.filter(pk__in=[row.pk for row in rows]).update(offered=offered)
+            access.changed()  # update() sends no signal
         for key in {row.api_key for row in rows}:
             names = ", ".join(sorted(row.model for row in rows if row.api_key_id == key.pk))
             audit.record("models offered" if offered else "models withdrawn",

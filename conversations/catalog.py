@@ -206,11 +206,14 @@ def refresh(key: ApiKey) -> Listing:
         key.models_listed_at = now
         raise
     with transaction.atomic():
+        listed = ApiKey.objects.filter(pk=key.pk).values_list("listed_models", flat=True).first()
         # update(), not save(): the list is no change of the key's own (no audit, no updated_at).
         ApiKey.objects.filter(pk=key.pk).update(listed_models=models, models_listed_at=now)
         key.listed_models, key.models_listed_at = models, now
-        access.changed()  # these bulk writes send no signal
-        return _sync(key, models)
+        listing = _sync(key, models)
+        if listed != models or listing.added or listing.removed:
+            access.changed()  # these bulk writes send no signal
+        return listing
 
 
 def refresh_quietly(key: ApiKey) -> None:

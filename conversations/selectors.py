@@ -394,15 +394,14 @@ def grant_for(*, user, key: ApiKey | None, model: str) -> Grant | None:
     key's other grants are read only for a key without one. One query for a key granted to a
     team, two otherwise; kept until keys, catalogs or grants change (``access.py``).
     """
-    if key is None:
+    if key is None or model not in catalog.offered_ids(key):
         return None
+    # What is kept reads the database only: never the listing of the key the caller holds.
     return access.remembered("grant_for", (user.pk, user.is_superuser, key.pk, model),
                              lambda: _grant_for(user, key, model))
 
 
 def _grant_for(user, key: ApiKey, model: str) -> Grant | None:
-    if model not in catalog.offered_ids(key):
-        return None
     narrowed_away = CatalogModel.objects.filter(api_key=key, model=model, offered=False)
     narrowing = CatalogModel.teams.through.objects.filter(catalogmodel__api_key=key,
                                                           group=OuterRef("pk"))

@@ -50,7 +50,8 @@ def api_key_create(
         key.base_url = base_url.strip()
     crypto.set_secret(key, secret)
     key.full_clean()
-    key.save()
+    with transaction.atomic():  # the key with the stamp it writes (access.py)
+        key.save()
     catalog.refresh_quietly(key)  # its model list now, not on a member's page
     return key
 

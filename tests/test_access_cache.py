@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from conversations import access, catalog, selectors
-from conversations.models import CatalogModel, Message
+from conversations.models import ApiKey, CatalogModel, Message
 from tests.helpers import page
 
 pytestmark = pytest.mark.django_db
@@ -92,7 +92,7 @@ def _narrow(key, team, **_):
 
 def _unlisted(key, fake_upstream, **_):
     fake_upstream.default.models = ["gpt-4o-mini", "o3"]
-    catalog.refresh(key)
+    catalog.refresh(ApiKey.objects.get(pk=key.pk))  # as the watchdog does
 
 
 @pytest.mark.parametrize(("change", "gone"), [
@@ -118,8 +118,11 @@ def test_what_an_admin_takes_away_is_gone_at_once(
            fake_upstream=fake_upstream)
 
     assert offered(alice) & everything == everything - {f"{team_key.pk}:{m}" for m in gone}
-    model = sorted(gone)[0]
-    assert not sends(alice, team_key, model)
+    # The gate every reply passes (a retry or an edit has no form to refuse it first), asked
+    # with the key as the database has it now.
+    assert selectors.grant_for(user=user, key=ApiKey.objects.get(pk=team_key.pk),
+                               model="gpt-4o") is None
+    assert not sends(alice, team_key, "gpt-4o")
 
 
 def test_a_key_granted_to_a_member_is_offered_at_once(alice, user, team_key, make_api_key):
@@ -129,6 +132,33 @@ def test_a_key_granted_to_a_member_is_offered_at_once(alice, user, team_key, mak
     mine.users.add(user)
     assert f"{mine.pk}:gpt-4o" in offered(alice)
     assert sends(alice, mine, "gpt-4o")
+
+
+def test_a_grant_kept_does_not_depend_on_the_callers_copy_of_the_key(user, team_key,
+                                                                   fake_upstream):
+    held = ApiKey.objects.get(pk=team_key.pk)  # as a form validated before a refresh
+    fake_upstream.default.models = ["gpt-4o-mini", "o3"]
+    catalog.refresh(ApiKey.objects.get(pk=team_key.pk))
+    assert selectors.grant_for(user=user, key=held, model="gpt-4o") is not None  # its own list
+    assert selectors.grant_for(user=user, key=ApiKey.objects.get(pk=team_key.pk),
+                               model="gpt-4o") is None
+
+
+def test_a_refresh_that_changes_nothing_keeps_the_answers(user, team_key):
+    selectors.model_groups(user=user)
+    before = access.current()
+    catalog.refresh(ApiKey.objects.get(pk=team_key.pk))  # the provider lists the same
+    assert access.current() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_back_past_the_stamps_table_and_forward_again_works(user, team_key):
+    from django.core.management import call_command
+
+    call_command("migrate", "conversations", "0019", verbosity=0)
+    call_command("migrate", verbosity=0)
+    assert access.current()  # written again once the table is back
+    assert [g.key.pk for g in selectors.model_groups(user=user)] == [team_key.pk]
 
 
 def test_a_stamp_written_in_a_transaction_rolled_back_is_never_seen(user, team_key):
