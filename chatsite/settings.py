@@ -310,7 +310,7 @@ else:
 # Their keys are made of what they show or of a stamp in the database, so processes never need
 # to agree, and a page reads 200 of them without a network round trip.
 CACHES["fragments"] = {
-    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "BACKEND": "conversations.cache.OwnKeysMemoryCache",
     "LOCATION": "chatsite-fragments",
     "TIMEOUT": 24 * 3600,
     "OPTIONS": {"MAX_ENTRIES": env_int("CHATSITE_FRAGMENT_CACHE_ENTRIES", 20000)},
