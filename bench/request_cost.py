@@ -9,6 +9,10 @@ that is still being written (until its first bytes), the stream of a finished re
 ``done`` event), and a whole exchange: the htmx POST of a message and its one-token reply read
 to the end.
 
+``--django-floor`` runs the server with ``bench.variants.django_floor`` and times, beside those,
+the least a reply's two requests cost in Django under chatsite's middleware: a bare POST that
+answers 204 and a bare event stream of one event, each with the user checked.
+
 ``--profile`` also samples the server with py-spy (``.venv/bin/pip install py-spy``; not a
 project dependency) while each kind runs, and prints where its CPU went by layer: uvicorn,
 Django's request handling and middleware, the session and user, the view, the reply engine.
@@ -29,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import environment, load, pyspy  # noqa: E402
 from bench.analysis import percentile  # noqa: E402
-from bench.client import fetch, open_stream  # noqa: E402
+from bench.client import ProtocolError, fetch, open_stream  # noqa: E402
 
 
-async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
+async def measure(run: load.Run, n: int, profile: bool = False, floor: bool = False) -> dict:
     browser = await load.login(run.port, run.password, run.key_id)
     run.scenario(tokens=["Hi"])
     conversation = await load.create_conversation(browser, 0)
@@ -62,11 +66,26 @@ async def measure(run: load.Run, n: int, profile: bool = False) -> dict:
         path = await browser.send(exchanges, "hello")
         await browser.read_to_end(html.unescape(path), timeout=30)
 
+    async def bare_post() -> None:
+        response = await fetch(load.HOST, run.port, "POST", "/bench/floor/post",
+                               headers=browser.headers(htmx=True), body=b"")
+        if response.status != 204:
+            raise ProtocolError(f"bare POST: HTTP {response.status}")
+
+    async def bare_stream() -> None:
+        record = await browser.read_to_end("/bench/floor/stream", timeout=30)
+        if not record.done:
+            raise ProtocolError("bare stream: no done event")
+
+    kinds = [("healthz", healthz), ("chat page", chat_page),
+             ("open a live stream", open_live_stream),
+             ("stream of a finished reply", finished_stream),
+             ("POST + 1-token reply streamed", exchange)]
+    if floor:
+        kinds += [("Django floor: bare POST", bare_post),
+                  ("Django floor: bare stream", bare_stream)]
     results = {}
-    for name, one in (("healthz", healthz), ("chat page", chat_page),
-                      ("open a live stream", open_live_stream),
-                      ("stream of a finished reply", finished_stream),
-                      ("POST + 1-token reply streamed", exchange)):
+    for name, one in kinds:
         for _ in range(5):  # warm-up
             await one()
         walls = []
@@ -105,9 +124,14 @@ def main() -> int:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--settings", default="chatsite.settings")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--django-floor", action="store_true",
+                        help="also time the least a reply's two requests cost in Django "
+                             "(bench.variants.django_floor)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy; print where each kind's CPU goes")
     options = parser.parse_args()
+    if options.django_floor:
+        options.settings = "bench.variants.django_floor"
     args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings]
                            + (["--database-url", options.database_url]
                               if options.database_url else []))
@@ -117,7 +141,8 @@ def main() -> int:
         run.start()
         print(f"{run.database.kind}, {options.settings}, sum(range(1000)) "
               f"{load.python_speed_us()} us", flush=True)
-        results = asyncio.run(asyncio.wait_for(measure(run, options.n, options.profile), 900))
+        results = asyncio.run(asyncio.wait_for(measure(run, options.n, options.profile,
+                                                     options.django_floor), 900))
     finally:
         run.stop()
     if options.out:

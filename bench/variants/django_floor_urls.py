@@ -1,0 +1,40 @@
+"""The URLs of ``bench.variants.django_floor``: the two bare views, then chatsite's own."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.urls import path
+from django.views.decorators.http import require_POST
+
+from chatsite.urls import urlpatterns as chatsite_urlpatterns
+
+
+@require_POST
+@login_required
+def bare_post(request):
+    """A member's POST (CSRF checked by the middleware), answered with no work at all."""
+    return HttpResponse(status=204)
+
+
+async def bare_stream(request):
+    """A member's event stream of one event, as the reply stream's view is built: async, the
+    user checked, the body an async iterator."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        raise Http404
+
+    async def events():
+        yield b"retry: 1000\n\n"
+        yield b"event: done\ndata: \n\n"
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache, no-store"
+    return response
+
+
+urlpatterns = [
+    path("bench/floor/post", bare_post),
+    path("bench/floor/stream", bare_stream),
+    *chatsite_urlpatterns,
+]
