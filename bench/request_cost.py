@@ -131,6 +131,9 @@ def main() -> int:
                         help="sample the server with py-spy; print where each kind's CPU goes")
     options = parser.parse_args()
     if options.django_floor:
+        if options.settings != parser.get_default("settings"):
+            parser.error("--django-floor runs its own settings (bench.variants.django_floor); "
+                         "leave out --settings")
         options.settings = "bench.variants.django_floor"
     args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings]
                            + (["--database-url", options.database_url]

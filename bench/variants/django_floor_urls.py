@@ -8,6 +8,7 @@ from django.urls import path
 from django.views.decorators.http import require_POST
 
 from chatsite.urls import urlpatterns as chatsite_urlpatterns
+from conversations.replies import sse
 
 
 @require_POST
@@ -25,8 +26,8 @@ async def bare_stream(request):
         raise Http404
 
     async def events():
-        yield b"retry: 1000\n\n"
-        yield b"event: done\ndata: \n\n"
+        yield sse.RETRY
+        yield sse.done("", 0)
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-store"
