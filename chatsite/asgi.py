@@ -3,12 +3,16 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 from django.urls import get_resolver
+
+from chatsite.handler import SyncChainASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-application = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
+
+application = SyncChainASGIHandler()
 
 # What is loaded now (Django, the apps, the URLconf and the views it imports) lives as long as
 # the process. Frozen, it is left out of the garbage collector's full passes, each of which would

@@ -18,11 +18,10 @@ def bare_post(request):
     return HttpResponse(status=204)
 
 
-async def bare_stream(request):
-    """A member's event stream of one event, as the reply stream's view is built: async, the
-    user checked, the body an async iterator."""
-    user = await request.auser()
-    if not user.is_authenticated:
+def bare_stream(request):
+    """A member's event stream of one event, as the reply stream's view is built: the user
+    checked, the body an async iterator."""
+    if not request.user.is_authenticated:
         raise Http404
 
     async def events():
