@@ -53,7 +53,7 @@ LAYERS = [
     ("reply flusher and watchdog", "replies/flusher.py"),
     ("message POST view", "message_create"),
     ("chat page view", "_chat_page"),
-    ("stream view: access check", "_stream_target"),
+    ("stream view: access check", "_stream_reader"),
     ("stream view: reading the reply, final HTML", "run_sync"),
     ("stream view: events", "replies/stream.py"),
     ("other views", "conversations/views.py"),

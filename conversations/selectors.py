@@ -140,19 +140,24 @@ def conversations_readable_by(user) -> QuerySet[Conversation]:
     )
 
 
-def message_readable(*, user, pk: int) -> Message | None:
-    """Return message ``pk``, its conversation read along, if ``user`` may read it; else None.
-    The owner's in one query on the primary key; another member's with one more, asking
-    ``conversations_readable_by`` (opening a reply's stream is the commonest request after a
-    message, and nearly always the owner's)."""
+def message_reader(*, user, pk: int) -> str | None:
+    """Return how ``user`` may read message ``pk``: ``"owner"``, ``"recipient"`` (shared with
+    them or one of their teams), or None (no such message, or not theirs to read).
+
+    The owner's in one query on the primary key that reads two ids, not the message's text;
+    another member's with one more, asking ``conversations_readable_by`` (opening a reply's
+    stream is the commonest request after a message, and nearly always the owner's)."""
     if not user.is_authenticated:
         return None
-    message = Message.objects.select_related("conversation").filter(pk=pk).first()
-    if message is None:
+    found = list(Message.objects.filter(pk=pk).values_list(
+        "conversation_id", "conversation__owner_id")[:1])
+    if not found:
         return None
-    if message.conversation.owner_id == user.pk or conversations_readable_by(user).filter(
-            pk=message.conversation_id).exists():
-        return message
+    conversation_id, owner_id = found[0]
+    if owner_id == user.pk:
+        return "owner"
+    if conversations_readable_by(user).filter(pk=conversation_id).exists():
+        return "recipient"
     return None
 
 

@@ -293,12 +293,11 @@ def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     with no thread held while the reply is written."""
     if request.method != "GET":
         return HttpResponse(status=405, headers={"Allow": "GET"})
-    message = _stream_target(request, pk)
-    if message is None:
+    reader = _stream_reader(request, pk)
+    if reader is None:
         raise Http404
     offset = _offset(request.headers.get("Last-Event-ID") or request.GET.get("offset"))
-
-    readonly = message.conversation.owner_id != request.user.pk  # a recipient's
+    readonly = reader == "recipient"
 
     def render_final(final: Message) -> str:
         try:
@@ -310,7 +309,7 @@ def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
         return await run_sync(render_final, final)
 
     response = StreamingHttpResponse(
-        replies.events(message.pk, offset, render_final_async),
+        replies.events(pk, offset, render_final_async),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache, no-store"
@@ -318,11 +317,11 @@ def message_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     return response
 
 
-def _stream_target(request: HttpRequest, pk: int) -> Message | None:
-    """Return the user's message ``pk``, or None; then give the connection back: a stream may
-    stay open for hours and must not hold one."""
+def _stream_reader(request: HttpRequest, pk: int) -> str | None:
+    """Return how the user may read message ``pk`` (``selectors.message_reader``); then give
+    the connection back: a stream may stay open for hours and must not hold one."""
     try:
-        return selectors.message_readable(user=request.user, pk=pk)
+        return selectors.message_reader(user=request.user, pk=pk)
     finally:
         release_connection()
 
