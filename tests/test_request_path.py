@@ -9,13 +9,16 @@ these tests prove that it hands one on only when that is safe. The served applic
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
+import time
+from contextlib import contextmanager
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 
-from chatsite.db.sqlite3.base import DatabaseWrapper
+from chatsite.db.sqlite3.base import DatabaseWrapper, close_idle
 
 
 @pytest.fixture
@@ -28,11 +31,15 @@ def database(tmp_path, django_db_blocker):
 
 def _database(tmp_path):
     settings = {**connection.settings_dict, "ENGINE": "chatsite.db.sqlite3",
-                "NAME": str(tmp_path / "pooled.sqlite3"), "OPTIONS": {"pool": 2}}
+                "NAME": str(tmp_path / "pooled.sqlite3"), "OPTIONS": {
+                    "pool": 2, "timeout": 1, "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
     made = []
 
-    def wrapper() -> DatabaseWrapper:
-        made.append(DatabaseWrapper(settings, alias=f"pooled-{len(made)}"))
+    def wrapper(**options) -> DatabaseWrapper:
+        made.append(DatabaseWrapper(
+            {**settings, "OPTIONS": {**settings["OPTIONS"], **options}},
+            alias=f"pooled-{len(made)}"))
         return made[-1]
 
     first = wrapper()
@@ -42,7 +49,7 @@ def _database(tmp_path):
     yield wrapper
     for each in made:
         each.close()
-    DatabaseWrapper.close_idle()
+    close_idle()
 
 
 def in_thread(function):
@@ -52,6 +59,17 @@ def in_thread(function):
     thread.start()
     thread.join()
     return result[0]
+
+
+@contextmanager
+def atomic_on(wrapper: DatabaseWrapper):
+    """``transaction.atomic`` on a wrapper that is not one of the settings' databases."""
+    connections[wrapper.alias] = wrapper
+    try:
+        with transaction.atomic(using=wrapper.alias):
+            yield
+    finally:
+        del connections[wrapper.alias]
 
 
 def raw(wrapper: DatabaseWrapper):
@@ -97,13 +115,9 @@ def test_a_connection_closed_inside_its_transaction_is_rolled_back_before_it_is_
 
 def test_a_connection_closed_inside_an_atomic_block_is_closed_for_good(database):
     first = database()
-    connections[first.alias] = first
-    try:
-        with transaction.atomic(using=first.alias):
-            opened = raw(first)
-            first.close()
-    finally:
-        del connections[first.alias]
+    with atomic_on(first):
+        opened = raw(first)
+        first.close()
 
     second = database()
     assert raw(second) is not opened
@@ -136,6 +150,107 @@ def test_a_database_file_made_anew_under_the_same_name_gets_new_connections(data
     with second.cursor() as cursor:
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         assert cursor.fetchall() == [("other",)]  # the new file, not the old one's table
+
+
+def test_a_query_left_half_read_does_not_hold_its_snapshot_for_the_next_thread(
+        database, tmp_path):
+    """A download the client left, say: its query read halfway would keep an old snapshot of
+    the database, and the next thread could neither see new rows nor write."""
+    first = database()
+    with first.cursor() as cursor:
+        cursor.executemany("INSERT INTO note VALUES (%s)", [("one",), ("two",), ("three",)])
+    reading = first.cursor()
+    reading.execute("SELECT text FROM note")
+    reading.fetchone()
+    opened = first.connection
+    first.close()
+
+    writer = sqlite3.connect(tmp_path / "pooled.sqlite3")
+    writer.execute("INSERT INTO note VALUES ('four')")
+    writer.commit()
+    writer.close()
+
+    second = database()
+    assert raw(second) is opened
+    with second.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM note")
+        assert cursor.fetchone() == (4,)
+    with atomic_on(second):
+        with second.cursor() as cursor:
+            cursor.execute("INSERT INTO note VALUES ('five')")
+
+
+def test_a_connection_handed_on_checks_foreign_keys_again(database):
+    first = database()
+    opened = raw(first)
+    first.disable_constraint_checking()  # as a migration does, and may not undo if it fails
+    first.close()
+
+    second = database()
+    assert raw(second) is opened
+    with second.cursor() as cursor:
+        cursor.execute("PRAGMA foreign_keys")
+        assert cursor.fetchone() == (1,)
+
+
+def test_a_connection_that_saw_a_database_error_is_closed_for_good(database):
+    first = database()
+    opened = raw(first)
+    with pytest.raises(DatabaseError):
+        with first.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+    first.close()
+
+    assert raw(database()) is not opened
+
+
+def test_connections_opened_with_other_settings_are_not_handed_on(database):
+    first = database(timeout=2)
+    opened = raw(first)
+    first.close()
+
+    assert raw(database()) is not opened
+
+
+def test_destroying_a_test_database_closes_its_idle_connections_and_leaves_no_files(
+        database, tmp_path):
+    first = database()
+    with first.cursor() as cursor:
+        cursor.execute("INSERT INTO note VALUES ('one')")
+    first.close()
+    assert (tmp_path / "pooled.sqlite3-wal").exists()  # held open by the idle connection
+
+    first.creation._destroy_test_db(str(tmp_path / "pooled.sqlite3"), verbosity=0)
+
+    assert sorted(path.name for path in tmp_path.iterdir() if "pooled" in path.name) == []
+
+
+def test_a_forked_child_neither_uses_nor_hands_on_its_parents_connections(database):
+    parent = database()
+    in_use = raw(parent)
+    idle_wrapper = database()
+    idle = raw(idle_wrapper)
+    idle_wrapper.close()  # idle in the parent's pool
+
+    child = os.fork()
+    if child == 0:  # the child: report by exit status only
+        try:
+            parent.close()  # the parent's connection in use: closed, not kept
+            fresh = raw(database())
+            os._exit(0 if fresh is not in_use and fresh is not idle else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    for _ in range(200):  # up to 10 s
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child did not finish")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert raw(database()) is idle  # the parent's pool is its own still
 
 
 def test_an_in_memory_database_is_never_pooled():
