@@ -66,6 +66,35 @@ def _fast_password_hashing() -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _attachments_stored_apart(tmp_path_factory) -> Iterator[None]:
+    """Store attachments in a folder of this test process: not among the site's own in the data
+    directory, and not where the other test process stores its files (a test compares what is
+    in storage before and after a send)."""
+    from django.conf import settings
+    from django.core.files.storage import storages
+    from django.test import override_settings
+
+    from conversations.models import Attachment
+
+    configured = settings.STORAGES["attachments"]
+    if configured["BACKEND"] != "django.core.files.storage.FileSystemStorage":
+        yield  # an operator's backend under test (e.g. S3): leave it as configured
+        return
+    location = tmp_path_factory.mktemp("attachments")
+    options = {**configured.get("OPTIONS", {}), "location": str(location)}
+    field = Attachment._meta.get_field("file")
+    kept = field.storage
+    with override_settings(STORAGES={**settings.STORAGES,
+                                     "attachments": {**configured, "OPTIONS": options}}):
+        # The field took its storage when the model loaded; give it the one now configured.
+        field.storage = storages["attachments"]
+        try:
+            yield
+        finally:
+            field.storage = kept
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _templates_render_uninstrumented(django_test_environment) -> None:
     """Render templates as the site does. Django's test setup wraps every template render to
     record its context for ``response.context`` (a copy per template, widget and include: a

@@ -19,7 +19,7 @@ from django.utils import timezone
 from conftest import read_events, session_for, wait_for
 from conversations import replies
 from conversations.models import Conversation, Message, UsageDaily
-from conversations.replies import registry, runner, stream
+from conversations.replies import registry, runner, stream, watchdog
 from conversations.replies.feed import End
 from devtools.fake_upstream import Scenario
 
@@ -332,8 +332,11 @@ def test_a_reply_costs_the_engine_the_same_few_statements_whatever_its_length(
 
 
 def test_reply_whose_process_died_is_shown_interrupted_and_can_be_retried(
-    alice, user, api_key, fake_upstream
+    alice, user, api_key, fake_upstream, monkeypatch
 ):
+    # The test plays the watchdog: the one an earlier test started in this process would mark
+    # the reply whenever its interval ends, here between the page and the check that it did not.
+    monkeypatch.setattr(watchdog, "check", lambda: None)
     conversation = Conversation.objects.create(owner=user, api_key=api_key, model="gpt-4o-mini")
     Message.objects.create(conversation=conversation, role="user", content="Question")
     stale = Message.objects.create(

@@ -225,6 +225,20 @@ def test_destroying_a_test_database_closes_its_idle_connections_and_leaves_no_fi
     assert sorted(path.name for path in tmp_path.iterdir() if "pooled" in path.name) == []
 
 
+def test_destroying_a_test_database_another_connection_holds_leaves_no_files(database, tmp_path):
+    """A thread that never closed its connection still holds the database when it is dropped:
+    SQLite then leaves the -wal and -shm files, which go with the database all the same."""
+    first = database()
+    held = sqlite3.connect(tmp_path / "pooled.sqlite3")
+    held.execute("INSERT INTO note VALUES ('one')")
+    held.commit()
+    try:
+        first.creation._destroy_test_db(str(tmp_path / "pooled.sqlite3"), verbosity=0)
+        assert sorted(path.name for path in tmp_path.iterdir() if "pooled" in path.name) == []
+    finally:
+        held.close()
+
+
 def test_a_forked_child_neither_uses_nor_hands_on_its_parents_connections(database):
     parent = database()
     in_use = raw(parent)

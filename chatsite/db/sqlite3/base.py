@@ -23,6 +23,7 @@ connections first, as closing the pool does on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -35,9 +36,16 @@ class DatabaseCreation(creation.DatabaseCreation):
         self.connection.close_pool()
         return super()._create_test_db(*args, **kwargs)
 
-    def _destroy_test_db(self, *args, **kwargs):
+    def _destroy_test_db(self, test_database_name, verbosity):
         self.connection.close_pool()
-        return super()._destroy_test_db(*args, **kwargs)
+        super()._destroy_test_db(test_database_name, verbosity)
+        # SQLite removes a WAL database's -wal and -shm files when its last connection closes,
+        # but not once the database file is gone: a connection a thread still holds (one that
+        # never closed it) would leave them behind, one pair per test run.
+        if test_database_name and not self.is_in_memory_db(test_database_name):
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{test_database_name}{suffix}")
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
