@@ -40,18 +40,27 @@ TRIGRAM = 3  # the shortest query the indexes serve
 FTS_TABLE = "conversations_message_search"
 MAX_TERMS = 256  # a shorter query matching more index terms is common: scanning finds it soon
 COMMON_PIECES = 200  # PostgreSQL: a short query held by more messages is common, likewise
-# SQLite's triggers that keep the index in step with the message table, as 0011_search made
-# them. Each text is indexed with two newlines after it, so every occurrence of a one- or
-# two-character query begins a trigram. Django rebuilds a SQLite table for most schema changes,
-# dropping its triggers: ``repair_index`` (after every migrate) puts them back.
+# SQLite's triggers that keep the index in step with the message table, as 0021 made them: a
+# message is indexed once it is final (the reply engine's appends to a reply being written cost
+# the index nothing; those few are found by LIKE). Each text is indexed with two newlines after
+# it, so every occurrence of a one- or two-character query begins a trigram. Django rebuilds a
+# SQLite table for most schema changes, dropping its triggers: ``repair_index`` (after every
+# migrate) puts them back.
+_UNFINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in Message.UNFINISHED) + ")"
 _INDEXED = f"INSERT INTO {FTS_TABLE}(rowid, content) VALUES (new.id, new.content || char(10, 10));"
 _UNINDEXED = (f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) "
               "VALUES ('delete', old.id, old.content || char(10, 10));")
 SQLITE_TRIGGERS = {
-    f"{FTS_TABLE}_insert": f"AFTER INSERT ON conversations_message BEGIN {_INDEXED} END",
-    f"{FTS_TABLE}_delete": f"AFTER DELETE ON conversations_message BEGIN {_UNINDEXED} END",
-    f"{FTS_TABLE}_update": "AFTER UPDATE OF content ON conversations_message "
-    f"WHEN old.content IS NOT new.content BEGIN {_UNINDEXED} {_INDEXED} END",
+    f"{FTS_TABLE}_insert": "AFTER INSERT ON conversations_message "
+    f"WHEN new.status NOT IN {_UNFINISHED_SQL} BEGIN {_INDEXED} END",
+    f"{FTS_TABLE}_delete": "AFTER DELETE ON conversations_message "
+    f"WHEN old.status NOT IN {_UNFINISHED_SQL} BEGIN {_UNINDEXED} END",
+    f"{FTS_TABLE}_update": "AFTER UPDATE OF content, status ON conversations_message "
+    "WHEN old.content IS NOT new.content OR old.status IS NOT new.status BEGIN "
+    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) SELECT 'delete', old.id, "
+    f"old.content || char(10, 10) WHERE old.status NOT IN {_UNFINISHED_SQL}; "
+    f"INSERT INTO {FTS_TABLE}(rowid, content) SELECT new.id, new.content || char(10, 10) "
+    f"WHERE new.status NOT IN {_UNFINISHED_SQL}; END",
 }
 
 
@@ -99,7 +108,8 @@ def repair_index(*, using: str = "default", **kwargs) -> bool:
             cursor.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {definition}")
         cursor.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('delete-all')")
         cursor.execute(f"INSERT INTO {FTS_TABLE}(rowid, content) "
-                       "SELECT id, content || char(10, 10) FROM conversations_message")
+                       "SELECT id, content || char(10, 10) FROM conversations_message "
+                       f"WHERE status NOT IN {_UNFINISHED_SQL}")
     return True
 
 
@@ -177,10 +187,12 @@ def _postgresql_short_ids(conversations: QuerySet[Conversation], query: str,
 
 def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str,
                         before: int) -> list[int]:
-    """Return the ids of the newest messages in ``conversations`` holding ``query``, from the
-    trigram index: the query as a phrase, or, shorter than a trigram, the index terms (trigrams)
-    that begin with it, which every occurrence begins (thanks to the two newlines after each
-    text). Too many terms: the query is common, and scanning newest first finds enough soon."""
+    """Return the ids of the newest messages in ``conversations`` holding ``query``: finished
+    messages from the trigram index, by the query as a phrase or, shorter than a trigram, by the
+    index terms (trigrams) that begin with it, which every occurrence begins (thanks to the two
+    newlines after each text); replies still being written, which the index leaves out, by
+    ``LIKE`` among the few rows the status index lists. Too many terms: the query is common,
+    and scanning every message newest first finds enough soon."""
     match = _fts_phrase(query)
     if len(query) < TRIGRAM:
         # The tokenizer folds case as str.lower() does (for all but a few letters).
@@ -189,20 +201,24 @@ def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str,
             cursor.execute(f"SELECT term FROM {FTS_TABLE}_terms WHERE term >= %s AND term < %s "
                            "LIMIT %s", [start, start + "\U0010ffff", MAX_TERMS + 1])
             terms = [term for (term,) in cursor.fetchall()]
-        if not terms:
-            return []
         match = " OR ".join(map(_fts_phrase, terms)) if len(terms) <= MAX_TERMS else None
-    scope, scope_params = conversations.order_by().values("pk").query.sql_with_params()
-    if match is not None:
-        found, params = f"id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)", [match]
+    holding = ("content LIKE %s ESCAPE '\\'", [_like_pattern(query)])
+    if match is None:
+        arms = [holding]
     else:
-        found, params = "content LIKE %s ESCAPE '\\'", [_like_pattern(query)]
-    # "+conversation_id": not through the conversation index, so the scan goes newest first and
+        arms = [(f"status IN {_UNFINISHED_SQL} AND {holding[0]}", holding[1])]
+        if match:
+            arms.insert(0, (f"id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",
+                            [match]))
+    scope, scope_params = conversations.order_by().values("pk").query.sql_with_params()
+    # "+conversation_id": not through the conversation index, so a scan goes newest first and
     # stops at the limit.
+    sql = " UNION ALL ".join(
+        f"SELECT id FROM conversations_message WHERE {where} "
+        f"AND +conversation_id IN ({scope}) AND id < %s" for where, _params in arms)
+    params = [value for _where, values in arms for value in (*values, *scope_params, before)]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM conversations_message WHERE {found} "
-                       f"AND +conversation_id IN ({scope}) AND id < %s ORDER BY id DESC LIMIT %s",
-                       [*params, *scope_params, before, MESSAGE_RESULTS + 1])
+        cursor.execute(f"{sql} ORDER BY id DESC LIMIT %s", [*params, MESSAGE_RESULTS + 1])
         return [pk for (pk,) in cursor.fetchall()]
 
 

@@ -235,6 +235,63 @@ def test_index_triggers_dropped_by_a_table_rebuild_are_put_back_after_migrate(al
     assert search.repair_index() is False  # nothing left to repair
 
 
+def indexed(text: str) -> set[int]:
+    """SQLite: the ids of the messages the trigram index holds ``text`` for."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH %s",
+                       ['"' + text + '"'])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def test_a_reply_being_written_stays_out_of_the_index_until_it_is_final(alice, user):
+    """The reply engine appends to a reply every two seconds while it streams: the index takes
+    its text once, when it is final, and the reply is found all along."""
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's trigram index covers every row; its pieces have their own test")
+    conversation = chat(user, "Tell me about search")
+    reply = Message.objects.create(conversation=conversation, role="assistant",
+                                   status=Message.Status.STREAMING, content="a reply about 검색")
+    Message.objects.filter(pk=reply.pk).update(content="a reply about 검색엔진")  # a flush
+
+    assert indexed("검색엔진") == set()
+    assert links(alice, "검색엔진") == [at(conversation, "a reply about 검색엔진")]
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE)
+    assert indexed("검색엔진") == {reply.pk}
+    assert links(alice, "검색엔진") == [at(conversation, "a reply about 검색엔진")]  # once
+    Message.objects.filter(pk=reply.pk).update(content="an edited reply about 搜索引擎")
+    assert (indexed("검색엔진"), indexed("搜索引擎")) == (set(), {reply.pk})
+    reply.delete()
+    assert indexed("搜索引擎") == set() and links(alice, "搜索引擎") == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_takes_replies_being_written_out_of_the_index_and_still_finds_them(
+        alice, user):
+    if connection.vendor != "sqlite":
+        pytest.skip("the migration changes SQLite's index only")
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    before = [("conversations", "0020_stamp")]
+    try:
+        executor.migrate(before)
+        conversation = chat(user, "a question about 검색엔진")
+        streaming = Message.objects.create(conversation=conversation, role="assistant",
+                                           status=Message.Status.STREAMING,
+                                           content="a reply being written about 搜索引擎")
+        assert indexed("搜索引擎") == {streaming.pk}  # as the old triggers did
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
+
+    assert indexed("搜索引擎") == set()
+    assert indexed("검색엔진") == {message(conversation, "a question about 검색엔진").pk}
+    assert links(alice, "搜索引擎") == [at(conversation, "a reply being written about 搜索引擎")]
+    assert links(alice, "검색엔진") == [at(conversation, "a question about 검색엔진")]
+
+
 # -- Whose conversations ----------------------------------------------------------------------
 
 
