@@ -47,20 +47,16 @@ COMMON_PIECES = 200  # PostgreSQL: a short query held by more messages is common
 # SQLite table for most schema changes, dropping its triggers: ``repair_index`` (after every
 # migrate) puts them back.
 _UNFINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in Message.UNFINISHED) + ")"
-_INDEXED = f"INSERT INTO {FTS_TABLE}(rowid, content) VALUES (new.id, new.content || char(10, 10));"
-_UNINDEXED = (f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) "
-              "VALUES ('delete', old.id, old.content || char(10, 10));")
+_INDEX_NEW = (f"INSERT INTO {FTS_TABLE}(rowid, content) SELECT new.id, new.content || char(10, 10) "
+              f"WHERE new.status NOT IN {_UNFINISHED_SQL};")
+_UNINDEX_OLD = (f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) SELECT 'delete', old.id, "
+                f"old.content || char(10, 10) WHERE old.status NOT IN {_UNFINISHED_SQL};")
 SQLITE_TRIGGERS = {
-    f"{FTS_TABLE}_insert": "AFTER INSERT ON conversations_message "
-    f"WHEN new.status NOT IN {_UNFINISHED_SQL} BEGIN {_INDEXED} END",
-    f"{FTS_TABLE}_delete": "AFTER DELETE ON conversations_message "
-    f"WHEN old.status NOT IN {_UNFINISHED_SQL} BEGIN {_UNINDEXED} END",
+    f"{FTS_TABLE}_insert": f"AFTER INSERT ON conversations_message BEGIN {_INDEX_NEW} END",
+    f"{FTS_TABLE}_delete": f"AFTER DELETE ON conversations_message BEGIN {_UNINDEX_OLD} END",
     f"{FTS_TABLE}_update": "AFTER UPDATE OF content, status ON conversations_message "
-    "WHEN old.content IS NOT new.content OR old.status IS NOT new.status BEGIN "
-    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, content) SELECT 'delete', old.id, "
-    f"old.content || char(10, 10) WHERE old.status NOT IN {_UNFINISHED_SQL}; "
-    f"INSERT INTO {FTS_TABLE}(rowid, content) SELECT new.id, new.content || char(10, 10) "
-    f"WHERE new.status NOT IN {_UNFINISHED_SQL}; END",
+    "WHEN old.content IS NOT new.content OR old.status IS NOT new.status "
+    f"BEGIN {_UNINDEX_OLD} {_INDEX_NEW} END",
 }
 
 
@@ -202,14 +198,15 @@ def _sqlite_message_ids(conversations: QuerySet[Conversation], query: str,
                            "LIMIT %s", [start, start + "\U0010ffff", MAX_TERMS + 1])
             terms = [term for (term,) in cursor.fetchall()]
         match = " OR ".join(map(_fts_phrase, terms)) if len(terms) <= MAX_TERMS else None
-    holding = ("content LIKE %s ESCAPE '\\'", [_like_pattern(query)])
-    if match is None:
-        arms = [holding]
+    like, pattern = "content LIKE %s ESCAPE '\\'", _like_pattern(query)
+    if match is None:  # common: every message, scanned newest first
+        arms = [(like, [pattern])]
     else:
-        arms = [(f"status IN {_UNFINISHED_SQL} AND {holding[0]}", holding[1])]
-        if match:
-            arms.insert(0, (f"id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",
-                            [match]))
+        # Finished messages from the index ("": no index term begins with it, none holds it),
+        # then the replies still being written, which the index leaves out.
+        arms = [(f"id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)", [match])
+                ] if match else []
+        arms.append((f"status IN {_UNFINISHED_SQL} AND {like}", [pattern]))
     scope, scope_params = conversations.order_by().values("pk").query.sql_with_params()
     # "+conversation_id": not through the conversation index, so a scan goes newest first and
     # stops at the limit.

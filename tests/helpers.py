@@ -6,6 +6,8 @@ that tests check elements and their attributes, not spelling.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
@@ -221,3 +223,20 @@ def pdf_bytes(text: str = "Quarterly report: revenue grew") -> bytes:
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
         len(objects) + 1, xref)
     return bytes(out)
+
+
+@contextmanager
+def migrated_back_to(*targets: tuple[str, str]) -> Iterator:
+    """Run the block on the test database migrated back to ``targets``; yield the models as they
+    were then (an ``Apps``). Afterwards, whatever happened, migrate it forward to the latest."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate(list(targets))
+        yield executor.loader.project_state(list(targets)).apps
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))

@@ -13,8 +13,6 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.cache import cache
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from conversations import replies
@@ -28,7 +26,7 @@ from conversations.models import (
     UserLimit,
 )
 from devtools.fake_upstream import Scenario
-from tests.helpers import finished_reply, page, send_message
+from tests.helpers import finished_reply, migrated_back_to, page, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -143,19 +141,11 @@ def test_a_model_without_a_price_costs_unknown_not_zero(alice, api_key, fake_ups
 
 @pytest.mark.slow
 def test_usage_kept_from_before_costs_shows_an_unknown_cost_after_the_upgrade(user, api_key):
-    executor = MigrationExecutor(connection)
-    before = [("conversations", "0008_presets")]
-    try:
-        executor.migrate(before)
-        old_usage = executor.loader.project_state(before).apps.get_model(
-            "conversations", "UsageDaily")
+    with migrated_back_to(("conversations", "0008_presets")) as old_apps:
+        old_usage = old_apps.get_model("conversations", "UsageDaily")
         old_usage.objects.create(day=timezone.localdate(), user_id=user.pk, model="gpt-4o",
                                  requests=3, prompt_tokens=90, completion_tokens=10,
                                  total_tokens=100)
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
 
     row = UsageDaily.objects.get()
     assert (row.requests, row.total_tokens, row.uncosted_requests, row.cost) == (3, 100, 3, 0)

@@ -19,7 +19,7 @@ from django.db.migrations.executor import MigrationExecutor
 from conversations import catalog, model_defaults, selectors
 from conversations.models import ApiKey, AuditEvent, CatalogModel, Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import finished_reply, form_data
+from tests.helpers import finished_reply, form_data, migrated_back_to
 from tests.helpers import page as parse
 
 LISTED = ["gpt-4o", "gpt-4o-mini", "o3", "text-embedding-3-small", "gpt-4o-realtime-preview"]
@@ -406,20 +406,12 @@ def test_the_teams_page_shows_what_each_grant_allows_and_changes_are_audited(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_upgrading_turns_each_keys_allow_list_into_its_catalog(key):
-    executor = MigrationExecutor(connection)
-    before = [("conversations", "0009_usage_details_and_cost")]
-    try:
-        executor.migrate(before)
-        old_key = executor.loader.project_state(before).apps.get_model("conversations", "ApiKey")
+    with migrated_back_to(("conversations", "0009_usage_details_and_cost")) as old_apps:
+        old_key = old_apps.get_model("conversations", "ApiKey")
         old_key.objects.filter(pk=key.pk).update(allowed_models=["gpt-4o", "o3"])
         never_listed = old_key.objects.create(name="Never listed", secret_encrypted="x",
                                               allowed_models=["gpt-4.1"])
-        executor = MigrationExecutor(connection)
-        executor.migrate([("conversations", "0010_model_catalog")])
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
+        MigrationExecutor(connection).migrate([("conversations", "0010_model_catalog")])
 
     assert list(CatalogModel.objects.filter(api_key=key).values_list("model", "offered")) == [
         ("gpt-4o", True), ("gpt-4o-mini", False), ("o3", True)]

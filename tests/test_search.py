@@ -18,7 +18,7 @@ from django.urls import reverse
 from conversations import search
 from conversations.models import Conversation, Message
 from devtools.fake_upstream import Scenario
-from tests.helpers import finished_reply, send_message
+from tests.helpers import finished_reply, migrated_back_to, send_message
 from tests.helpers import page as parse
 
 pytestmark = pytest.mark.django_db
@@ -239,7 +239,7 @@ def indexed(text: str) -> set[int]:
     """SQLite: the ids of the messages the trigram index holds ``text`` for."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH %s",
-                       ['"' + text + '"'])
+                       [search._fts_phrase(text)])
         return {pk for (pk,) in cursor.fetchall()}
 
 
@@ -270,35 +270,21 @@ def test_the_upgrade_takes_replies_being_written_out_of_the_index_and_still_find
         alice, user):
     if connection.vendor != "sqlite":
         pytest.skip("the migration changes SQLite's index only")
-    from django.db.migrations.executor import MigrationExecutor
-
-    executor = MigrationExecutor(connection)
-    before = [("conversations", "0020_stamp")]
-    try:
-        executor.migrate(before)
+    before = ("conversations", "0020_stamp")
+    with migrated_back_to(before):
         conversation = chat(user, "a question about 검색엔진")
         streaming = Message.objects.create(conversation=conversation, role="assistant",
                                            status=Message.Status.STREAMING,
                                            content="a reply being written about 搜索引擎")
         assert indexed("搜索引擎") == {streaming.pk}  # as the old triggers did
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
 
     assert indexed("搜索引擎") == set()
     assert indexed("검색엔진") == {message(conversation, "a question about 검색엔진").pk}
     assert links(alice, "搜索引擎") == [at(conversation, "a reply being written about 搜索引擎")]
     assert links(alice, "검색엔진") == [at(conversation, "a question about 검색엔진")]
 
-    try:  # and back: the old triggers index every message again
-        executor = MigrationExecutor(connection)
-        executor.migrate(before)
+    with migrated_back_to(before):  # and back: the old triggers index every message again
         assert indexed("搜索引擎") == {streaming.pk}
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
 
 
 # -- Whose conversations ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from conversations.models import (
     UserLimit,
 )
 from devtools.fake_upstream import Scenario
+from tests.helpers import migrated_back_to
 
 
 @pytest.fixture(autouse=True)
@@ -463,25 +464,15 @@ def test_concurrent_first_replies_of_a_day_are_each_counted_once_in_one_row(user
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_upgrading_merges_duplicate_usage_rows_into_one(user, api_key):
-    executor = MigrationExecutor(connection)
-    before = [("conversations", "0002_teams_usage_budgets")]
-    after = [("conversations", "0004_usage_one_row_per_dimensions")]
-    try:
-        executor.migrate(before)
-        old_usage = executor.loader.project_state(before).apps.get_model(
-            "conversations", "UsageDaily"
-        )
+    with migrated_back_to(("conversations", "0002_teams_usage_budgets")) as old_apps:
+        old_usage = old_apps.get_model("conversations", "UsageDaily")
         for requests, tokens in ((1, 5), (2, 30), (1, 7)):  # what the old constraint allowed
             old_usage.objects.create(day=timezone.localdate(), user_id=user.pk, team=None,
                                      api_key_id=api_key.pk, model="gpt-4o-mini",
                                      requests=requests, total_tokens=tokens)
         old_usage.objects.create(day=timezone.localdate(), user_id=user.pk, model="gpt-4o",
                                  requests=1, total_tokens=100)
-        executor = MigrationExecutor(connection)
-        executor.migrate(after)
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes("conversations"))
+        MigrationExecutor(connection).migrate([("conversations",
+                                                 "0004_usage_one_row_per_dimensions")])
     rows = UsageDaily.objects.order_by("model").values_list("model", "requests", "total_tokens")
     assert list(rows) == [("gpt-4o", 1, 100), ("gpt-4o-mini", 4, 42)]

@@ -24,17 +24,17 @@ OLD_TRIGGERS = {
     f"{FTS}_update": "AFTER UPDATE OF content ON conversations_message "
     f"WHEN old.content IS NOT new.content BEGIN {UNINDEXED} {INDEXED} END",
 }
+# The same two statements for every trigger: each acts only on a finished message's text.
+INDEX_NEW = (f"INSERT INTO {FTS}(rowid, content) SELECT new.id, new.content || char(10, 10) "
+             f"WHERE new.status NOT IN {UNFINISHED};")
+UNINDEX_OLD = (f"INSERT INTO {FTS}({FTS}, rowid, content) SELECT 'delete', old.id, "
+               f"old.content || char(10, 10) WHERE old.status NOT IN {UNFINISHED};")
 NEW_TRIGGERS = {
-    f"{FTS}_insert": f"AFTER INSERT ON conversations_message "
-    f"WHEN new.status NOT IN {UNFINISHED} BEGIN {INDEXED} END",
-    f"{FTS}_delete": f"AFTER DELETE ON conversations_message "
-    f"WHEN old.status NOT IN {UNFINISHED} BEGIN {UNINDEXED} END",
+    f"{FTS}_insert": f"AFTER INSERT ON conversations_message BEGIN {INDEX_NEW} END",
+    f"{FTS}_delete": f"AFTER DELETE ON conversations_message BEGIN {UNINDEX_OLD} END",
     f"{FTS}_update": "AFTER UPDATE OF content, status ON conversations_message "
-    "WHEN old.content IS NOT new.content OR old.status IS NOT new.status BEGIN "
-    f"INSERT INTO {FTS}({FTS}, rowid, content) SELECT 'delete', old.id, "
-    f"old.content || char(10, 10) WHERE old.status NOT IN {UNFINISHED}; "
-    f"INSERT INTO {FTS}(rowid, content) SELECT new.id, new.content || char(10, 10) "
-    f"WHERE new.status NOT IN {UNFINISHED}; END",
+    "WHEN old.content IS NOT new.content OR old.status IS NOT new.status "
+    f"BEGIN {UNINDEX_OLD} {INDEX_NEW} END",
 }
 
 
