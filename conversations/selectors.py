@@ -273,11 +273,11 @@ def offers_retry(message: Message) -> bool:
     )
 
 
-def last_reply(*, conversation_id: int, before: int) -> Message | None:
-    """Return the last current reply of a conversation before message ``before``."""
+def last_reply_id(*, conversation_id: int, before: int) -> int | None:
+    """Return the id of the last current reply of a conversation before message ``before``."""
     return (Message.objects.filter(conversation_id=conversation_id, id__lt=before,
                                    role=Message.Role.ASSISTANT, superseded=False)
-            .order_by("-id").first())
+            .order_by("-id").values_list("id", flat=True).first())
 
 
 def administrators() -> list[str]:

@@ -250,7 +250,8 @@ def message_send(
 ) -> tuple[Message, Message]:
     """Store the member's message (in a new conversation if none) with the ``files`` attached
     (checked by ``uploads.prepare``) and start the reply; with ``settings``, the conversation
-    takes them first. Images for a model without image input are refused, nothing sent."""
+    takes them first. Images for a model without image input are refused, nothing sent.
+    ``Conversation.DoesNotExist``: the conversation was deleted since it was read."""
     content = _clean_content(content, attached=bool(files))
     _check_files(files, api_key=api_key, model=model)
     if settings is not None:
@@ -259,8 +260,12 @@ def message_send(
         _ensure_idle(conversation)  # a second message would cut the first reply off
     team = _reply_team(owner=owner, key=api_key, model=model)
     with attachments.removed_unless_kept(), transaction.atomic():
-        if conversation is None:
+        new = conversation is None
+        if new:
             conversation = Conversation(owner=owner)
+        # Only what the message sets is written to an existing conversation: a rename, pin or
+        # archive made meanwhile (another tab) stays.
+        changed = ["api_key", "model", "updated_at"]
         conversation.api_key = api_key
         conversation.model = model
         if settings is not None:
@@ -268,10 +273,19 @@ def message_send(
             conversation.temperature = settings.temperature
             conversation.max_output_tokens = settings.max_output_tokens
             conversation.reasoning_effort = settings.reasoning_effort
+            changed += ["system_prompt", "temperature", "max_output_tokens", "reasoning_effort"]
         if not conversation.title:  # its first words, or the name of what it attached
             conversation.title = Truncator(" ".join(content.split()) or files[0].name).chars(
                 TITLE_LENGTH)
-        conversation.save()
+            changed.append("title")
+        if new:
+            conversation.save()
+        else:
+            conversation.updated_at = timezone.now()
+            if not Conversation.objects.filter(pk=conversation.pk).update(
+                **{name: getattr(conversation, name) for name in changed}
+            ):
+                raise Conversation.DoesNotExist  # deleted meanwhile (another tab)
         question = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=model,
         )

@@ -138,11 +138,11 @@ def _render_message(request: HttpRequest, message: Message, *, offers_retry: boo
     return fragments.render_message(request, message, readonly=readonly)
 
 
-def _without_retry(message: Message | None) -> str:
-    """An out-of-band swap that removes ``message``'s Regenerate/Retry (no longer the last)."""
-    if message is None:
+def _without_retry(message_id: int | None) -> str:
+    """An out-of-band swap that removes a message's Regenerate/Retry (no longer the last)."""
+    if message_id is None:
         return ""
-    return f'<div id="actions-{message.pk}" hx-swap-oob="delete"></div>'
+    return f'<div id="actions-{message_id}" hx-swap-oob="delete"></div>'
 
 
 def _chat_settings(request: HttpRequest, form: MessageForm) -> services.ChatSettings | None:
@@ -177,14 +177,16 @@ def message_create(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         except ValidationError as error:
             about_files = getattr(error, "code", None) in ("no_vision", "too_many_files")
             form.add_error("attachments" if about_files else "content", error)
+        except Conversation.DoesNotExist:
+            raise Http404 from None
         else:
             url = reverse("conversations:detail", args=[reply.conversation_id])
             if not request.htmx:
                 return redirect(f"{url}#message-{reply.pk}")
             if conversation is None:
                 return HttpResponseClientRedirect(url)
-            previous = selectors.last_reply(conversation_id=reply.conversation_id,
-                                            before=question.pk)
+            previous = selectors.last_reply_id(conversation_id=reply.conversation_id,
+                                               before=question.pk)
             response = HttpResponse(
                 _render_message(request, question, offers_retry=False)
                 + _render_message(request, reply, offers_retry=False)

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from conversations import selectors
+from conversations import selectors, services
 from conversations.models import Conversation, Message
 from tests.helpers import PHONE
 from tests.helpers import page as parse
@@ -208,6 +208,58 @@ def test_a_pinned_conversation_is_listed_on_top_once_until_unpinned(alice, user)
 
     alice.post(f"/c/{old.pk}/pin", {"pin": "0"})
     assert listed(alice.get("/")) == ["Fresh", "Old but important"]
+
+
+def in_another_tab(monkeypatch, action) -> None:
+    """Run ``action(conversation_id)`` while a message is sent: after the send has read the
+    conversation, before it writes (what another tab of the member can do at that moment)."""
+    check = services._ensure_idle
+
+    def meanwhile(conversation):
+        action(conversation.pk)
+        check(conversation)
+
+    monkeypatch.setattr(services, "_ensure_idle", meanwhile)
+
+
+def test_a_message_keeps_the_pin_archive_and_title_another_tab_set_meanwhile(
+    alice, user, api_key, monkeypatch
+):
+    conversation = Conversation.objects.create(owner=user, title="Draft", api_key=api_key,
+                                               model="gpt-4o-mini")
+
+    def pin_archive_and_rename(pk):
+        alice.post(f"/c/{pk}/pin", {"pin": "1"})
+        alice.post(f"/c/{pk}/archive", {"archive": "1"})
+        alice.post(f"/c/{pk}/rename", {"title": "Tax return"})
+
+    in_another_tab(monkeypatch, pin_archive_and_rename)
+
+    response = alice.post(f"/c/{conversation.pk}/messages",
+                          {"content": "And the receipts?", "model": f"{api_key.pk}:gpt-4o-mini"})
+
+    assert response.status_code == 302
+    assert listed(alice.get("/archived/")) == ["Tax return"]
+    conversation.refresh_from_db()
+    assert conversation.pinned_at is not None
+    assert [m.content for m in conversation.messages.filter(role="user")] == ["And the receipts?"]
+
+
+def test_a_message_to_a_chat_another_tab_deleted_meanwhile_is_a_404_and_leaves_it_deleted(
+    alice, user, api_key, monkeypatch
+):
+    conversation = Conversation.objects.create(owner=user, title="Old", api_key=api_key,
+                                               model="gpt-4o-mini")
+    in_another_tab(monkeypatch, lambda pk: alice.post(f"/c/{pk}/delete"))
+
+    response = alice.post(f"/c/{conversation.pk}/messages",
+                          {"content": "Still there?", "model": f"{api_key.pk}:gpt-4o-mini"},
+                          **HTMX)
+
+    assert response.status_code == 404
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+    assert not Message.objects.exists()
+    assert listed(alice.get("/")) == []
 
 
 def test_archive_hides_a_conversation_from_the_sidebar_and_lists_it_on_its_own_page(alice, user):
