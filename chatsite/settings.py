@@ -148,6 +148,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.forms",  # Django's widget templates, for FORM_RENDERER
     "django_htmx",
     "template_partials",
     "chatsite.apps.AxesConfig",  # django-axes, under a translated name
@@ -198,6 +199,11 @@ TEMPLATES = [
         },
     },
 ]
+
+# Forms render their widgets with the site's templates: templates/django/forms/widgets/ writes
+# the attributes of the widgets a page shows most (inputs, text areas, selects and each of their
+# options) with a filter instead of including attrs.html for each (the same HTML).
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 
 ASGI_APPLICATION = "chatsite.asgi.application"
 WSGI_APPLICATION = "chatsite.wsgi.application"

@@ -829,3 +829,42 @@ def test_a_conversation_exports_as_markdown_and_json_for_its_owner_only(alice, u
     other = Client()
     other.force_login(other_user)
     assert other.get(f"/c/{conversation.pk}/export").status_code == 404
+
+
+def test_the_sites_widget_templates_write_what_djangos_own_write():
+    """The site renders widgets with templates/django/forms/widgets/ (attributes by a filter,
+    not an include per widget and option: the composer's model list has every model of every
+    key). They must write the same HTML as Django's templates, whatever the attributes."""
+    from django import forms
+    from django.forms.renderers import DjangoTemplates, get_default_renderer
+    from django.utils.safestring import mark_safe
+
+    from conversations.forms import ModelSelect
+
+    tricky = {"required": True, "disabled": False, "data-note": 'say "hi" <b>&</b>',
+              "aria-label": mark_safe("Fish &amp; chips"), "data-count": 3, "data-empty": "",
+              "data-none": None}
+
+    class Everything(forms.Form):
+        text = forms.CharField(widget=forms.TextInput(attrs=tricky))
+        note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, **tricky}))
+        number = forms.DecimalField(widget=forms.NumberInput(attrs={"step": "0.1"}))
+        secret = forms.CharField(widget=forms.PasswordInput(render_value=True))
+        flag = forms.BooleanField(widget=forms.CheckboxInput(attrs=tricky))
+        model = forms.ChoiceField(widget=ModelSelect(attrs=tricky), choices=[
+            ("", "—"), ("Key <1>", [("1:gpt-4o", "gpt-4o"), ("1:o3", "o3 & co")]),
+            ("Key 2", [("2:gpt-4o-mini", "gpt-4o-mini")])])
+        effort = forms.ChoiceField(choices=[("", "Default"), ("low", "Low"), ("high", "High")])
+        kind = forms.ChoiceField(widget=forms.RadioSelect, choices=[("a", "A"), ("b", "B")])
+        many = forms.MultipleChoiceField(choices=[("a", "A"), ("b", "B")])
+        upload = forms.FileField(widget=forms.ClearableFileInput(attrs={"accept": ".json"}))
+
+    data = {"text": "<script>", "note": "line\n</textarea>", "number": "1.5", "secret": "s",
+            "flag": "on", "model": "1:o3", "effort": "high", "kind": "b", "many": ["a", "b"]}
+    for form_data in (None, data):
+        ours = Everything(form_data, renderer=get_default_renderer())
+        djangos = Everything(form_data, renderer=DjangoTemplates())
+        for name in Everything.base_fields:
+            assert str(ours[name]) == str(djangos[name]), name
+    assert 'data-note="say &quot;hi&quot; &lt;b&gt;&amp;&lt;/b&gt;"' in str(ours["text"])
+    assert type(get_default_renderer()).__name__ == "TemplatesSetting"
