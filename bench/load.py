@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--idle-viewers", type=int, default=100,
                       help="idle streams per idle reply (100)")
     load.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
+    load.add_argument("--models", type=int, default=0,
+                      help="the key lists this many chat models, as a real provider's does "
+                           "(0: the fake's three)")
     server = parser.add_argument_group("server")
     server.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (1)")
     server.add_argument("--database-url", default=None,
@@ -417,6 +420,7 @@ class Run:
         args = self.args
         self.database = environment.Database(self.workdir, args.database_url)
         self.fake = environment.FakeProcess(self.workdir / "fake.log")
+        self.scenario()  # the model list the key gets when it is added
         self.env = environment.server_env(
             workdir=self.workdir, database_url=self.database.url, redis_url=args.redis_url,
             debug=args.debug, extra=self.server_extra_env(),
@@ -458,6 +462,9 @@ class Run:
                 print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def scenario(self, **fields) -> None:
+        if self.args.models:
+            fields.setdefault("models", ["gpt-4o-mini", "gpt-4o"] + [
+                f"gpt-bench-{i}" for i in range(max(0, self.args.models - 2))])
         self.fake.command("default", scenario=fields)
 
     async def wait_for_fake(self, count: int, timeout: float) -> int:

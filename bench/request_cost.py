@@ -13,6 +13,9 @@ to the end.
 the least a reply's two requests cost in Django under chatsite's middleware: a bare POST that
 answers 204 and a bare event stream of one event, each with the user checked.
 
+``--models N`` has the key list N chat models, as a real provider's does (OpenAI lists dozens):
+the chat page then offers each in its model list.
+
 ``--profile`` also samples the server with py-spy (``.venv/bin/pip install py-spy``; not a
 project dependency) while each kind runs, and prints where its CPU went by layer: uvicorn,
 Django's request handling and middleware, the session and user, the view, the reply engine.
@@ -43,6 +46,8 @@ async def measure(run: load.Run, n: int, profile: bool = False, floor: bool = Fa
     page = await fetch(load.HOST, run.port, "GET", f"/c/{conversation}/",
                        headers=browser.headers())
     finished = max(int(m) for m in re.findall(r'id="message-(\d+)"', page.body.decode()))
+    models = page.body.decode().split('name="model"', 1)[-1].split("</select>", 1)[0]
+    print(f"the chat page's model list: {models.count('<option')} options", flush=True)
     exchanges = await load.create_conversation(browser, 1)  # not behind the waiting reply
     run.scenario(tokens=["never"], first_token_delay=3600)
     waiting = await browser.send(conversation, "wait")
@@ -129,13 +134,17 @@ def main() -> int:
                              "(bench.variants.django_floor)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy; print where each kind's CPU goes")
+    parser.add_argument("--models", type=int, default=0,
+                        help="the key lists this many chat models (0: the fake's three); the "
+                             "chat page offers each in its model list")
     options = parser.parse_args()
     if options.django_floor:
         if options.settings != parser.get_default("settings"):
             parser.error("--django-floor runs its own settings (bench.variants.django_floor); "
                          "leave out --settings")
         options.settings = "bench.variants.django_floor"
-    args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings]
+    args = load.parse_args(["--idle", "0", "--streams", "1", "--settings", options.settings,
+                            "--models", str(options.models)]
                            + (["--database-url", options.database_url]
                               if options.database_url else []))
     load.raise_file_limit()
