@@ -463,8 +463,8 @@ class Run:
 
     def scenario(self, **fields) -> None:
         if self.args.models:
-            fields.setdefault("models", ["gpt-4o-mini", "gpt-4o"] + [
-                f"gpt-bench-{i}" for i in range(max(0, self.args.models - 2))])
+            fields.setdefault("models", (["gpt-4o-mini", "gpt-4o"] + [
+                f"gpt-bench-{i}" for i in range(self.args.models - 2)])[:self.args.models])
         self.fake.command("default", scenario=fields)
 
     async def wait_for_fake(self, count: int, timeout: float) -> int:

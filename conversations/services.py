@@ -274,18 +274,19 @@ def message_send(
             conversation.max_output_tokens = settings.max_output_tokens
             conversation.reasoning_effort = settings.reasoning_effort
             changed += ["system_prompt", "temperature", "max_output_tokens", "reasoning_effort"]
-        if not conversation.title:  # its first words, or the name of what it attached
+        untitled = not conversation.title
+        if untitled:  # its first words, or the name of what it attached
             conversation.title = Truncator(" ".join(content.split()) or files[0].name).chars(
                 TITLE_LENGTH)
-            changed.append("title")
         if new:
             conversation.save()
         else:
             conversation.updated_at = timezone.now()
-            if not Conversation.objects.filter(pk=conversation.pk).update(
-                **{name: getattr(conversation, name) for name in changed}
-            ):
+            row = Conversation.objects.filter(pk=conversation.pk)
+            if not row.update(**{name: getattr(conversation, name) for name in changed}):
                 raise Conversation.DoesNotExist  # deleted meanwhile (another tab)
+            if untitled:  # unless another tab named it meanwhile
+                row.filter(title="").update(title=conversation.title)
         question = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=model,
         )

@@ -245,6 +245,32 @@ def test_a_message_keeps_the_pin_archive_and_title_another_tab_set_meanwhile(
     assert [m.content for m in conversation.messages.filter(role="user")] == ["And the receipts?"]
 
 
+def test_a_message_brings_its_chat_to_the_top_and_names_it_if_it_had_no_name(
+    alice, user, api_key
+):
+    untitled = conversation_at(user, "", timezone.now() - timedelta(days=3),
+                               api_key=api_key, model="gpt-4o-mini")  # as an import can leave it
+    conversation_at(user, "Yesterday's", timezone.now() - timedelta(days=1))
+
+    alice.post(f"/c/{untitled.pk}/messages",
+               {"content": "Plan the   offsite", "model": f"{api_key.pk}:gpt-4o-mini"})
+
+    assert listed(alice.get("/")) == ["Plan the offsite", "Yesterday's"]
+
+
+def test_a_name_another_tab_gave_an_unnamed_chat_meanwhile_stays(alice, user, api_key,
+                                                                 monkeypatch):
+    untitled = Conversation.objects.create(owner=user, title="", api_key=api_key,
+                                           model="gpt-4o-mini")
+    in_another_tab(monkeypatch,
+                   lambda pk: alice.post(f"/c/{pk}/rename", {"title": "Offsite"}))
+
+    alice.post(f"/c/{untitled.pk}/messages",
+               {"content": "Plan it", "model": f"{api_key.pk}:gpt-4o-mini"})
+
+    assert listed(alice.get("/")) == ["Offsite"]
+
+
 def test_a_message_to_a_chat_another_tab_deleted_meanwhile_is_a_404_and_leaves_it_deleted(
     alice, user, api_key, monkeypatch
 ):
