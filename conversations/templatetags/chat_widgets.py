@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import template
 from django.utils.html import format_html
-from django.utils.safestring import SafeData, SafeString, mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -19,8 +19,6 @@ def html_attrs(attrs: dict) -> SafeString:
     for name, value in attrs.items():
         if value is True:
             parts.append(format_html(" {}", name))
-        elif value is not False:
-            shown = str(value)  # as stringformat:"s" writes it
-            parts.append(format_html(' {}="{}"', name,
-                                     mark_safe(shown) if isinstance(value, SafeData) else shown))
+        elif value is not False:  # str() as stringformat:"s" makes it (a safe string stays so)
+            parts.append(format_html(' {}="{}"', name, str(value)))
     return mark_safe("".join(parts))
